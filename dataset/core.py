@@ -1,0 +1,132 @@
+"""In-memory image sets: one uint8 NCHW tensor per split, batches augmented with a few tensor ops."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from distiller_zoo.base import Batch
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """A generator that depends only on (seed, epoch): a resumed run replays the same batches."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2 ** 63 - 1))
+    return g
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> torch.Tensor:
+    """RandomCrop(H, padding=pad) with zero fill and RandomHorizontalFlip for a whole uint8 batch.
+
+    One gather instead of per-image PIL work: every sample gets its own offsets (uniform in
+    [0, 2*pad]) and flip bit, drawn from ``g``.
+    """
+    B, C, H, W = x.shape
+    dev = x.device
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (B,), generator=g, device=dev)
+        ox = torch.randint(0, 2 * pad + 1, (B,), generator=g, device=dev)
+        rows = (oy[:, None] + torch.arange(H, device=dev)[None, :])  # B,H
+        cols = (ox[:, None] + torch.arange(W, device=dev)[None, :])  # B,W
+    else:
+        padded = x
+        rows = torch.arange(H, device=dev).expand(B, H)
+        cols = torch.arange(W, device=dev).expand(B, W)
+    if flip:
+        do_flip = torch.rand(B, generator=g, device=dev) < 0.5
+        cols = torch.where(do_flip[:, None], cols.flip(1), cols)
+    b_idx = torch.arange(B, device=dev)[:, None, None, None]
+    c_idx = torch.arange(C, device=dev)[None, :, None, None]
+    return padded[b_idx, c_idx, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TensorImageSet:
+    """One split: ``images`` uint8 (N,C,H,W) and ``targets`` int64 (N,), both on the device."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float], pad: int = 4, flip: bool = True):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if targets.shape[0] != images.shape[0]:
+            raise ValueError("images and targets differ in length")
+        self.images = images
+        self.targets = targets.long()
+        dev = images.device
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+        self.pad = pad
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device) -> "TensorImageSet":
+        return TensorImageSet(self.images.to(device), self.targets.to(device), self.mean.flatten().tolist(),
+                              self.std.flatten().tolist(), self.pad, self.flip)
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div_(255.0) - self.mean) / self.std
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int, augment: bool = True,
+                      drop_last: bool = False) -> Iterator[Batch]:
+        """A seeded shuffle of the split for ``epoch``, augmented on the device."""
+        g = epoch_generator(seed, epoch, self.device)
+        perm = torch.randperm(len(self), generator=g, device=self.device)
+        for start in range(0, len(self), batch_size):
+            idx = perm[start:start + batch_size]
+            if drop_last and idx.numel() < batch_size:
+                break
+            x = self.images.index_select(0, idx)
+            if augment:
+                x = random_crop_flip(x, self.pad, self.flip, g)
+            yield Batch(self.normalize(x), self.targets.index_select(0, idx), idx)
+
+    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, len(self), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(self)), device=self.device)
+            yield Batch(self.normalize(self.images[start:start + batch_size]),
+                        self.targets[start:start + batch_size], idx)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: TensorImageSet
+    test: TensorImageSet
+    num_classes: int
+
+
+# name -> loader(data_root) returning (train_x, train_y, test_x, test_y, num_classes, mean, std, flip)
+DATASETS: Dict[str, Callable] = {}
+
+
+def register_dataset(name: str):
+    def wrap(fn):
+        DATASETS[name] = fn
+        return fn
+    return wrap
+
+
+def build_dataset(name: str, data_root: str = "./data", device: Optional[torch.device] = None) -> DataBundle:
+    # import for registration side effects
+    from . import cifar, digits  # noqa: F401
+    if name not in DATASETS:
+        raise ValueError(f"unknown --dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name](data_root)
+    device = torch.device(device or "cpu")
+    train = TensorImageSet(spec["train_x"].to(device), spec["train_y"].to(device), spec["mean"], spec["std"],
+                           pad=4, flip=spec.get("flip", True))
+    test = TensorImageSet(spec["test_x"].to(device), spec["test_y"].to(device), spec["mean"], spec["std"],
+                          pad=4, flip=spec.get("flip", True))
+    return DataBundle(name, train, test, spec["num_classes"])

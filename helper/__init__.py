@@ -1,0 +1,1 @@
+"""Shared training infrastructure: options, loops, schedules, checkpoints, logging, teacher loading."""

@@ -1,0 +1,75 @@
+"""Per-run logging: tensorboard scalars, one JSON row per epoch, and a console line per epoch."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from typing import Dict
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl`` and tensorboard events into the run folder.
+
+    On resume after epoch k, rows of later epochs (from the interrupted attempt) are dropped so the
+    file holds exactly one row per finished epoch.
+    """
+
+    def __init__(self, run_dir: str, resume_epoch: int = 0, tensorboard: bool = True, quiet: bool = False):
+        os.makedirs(run_dir, exist_ok=True)
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, METRICS_FILE)
+        self.quiet = quiet
+        rows = read_metrics(run_dir) if resume_epoch > 0 else []
+        with open(self.path, "w") as f:
+            for row in rows:
+                if row.get("epoch", 0) <= resume_epoch and row.get("stage", "train") == "train":
+                    f.write(json.dumps(row) + "\n")
+                elif row.get("stage") == "init":
+                    f.write(json.dumps(row) + "\n")
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
+            except Exception as exc:  # noqa: BLE001 - logging must never stop a run
+                warnings.warn(f"tensorboard logging disabled: {exc}")
+
+    def log(self, row: Dict, prefix: str = "") -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            step = int(row.get("epoch", 0))
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(prefix + k, v, step)
+            self.writer.flush()
+
+    def print(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(run_dir: str):
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def progress(total: int, desc: str):
+    """A tqdm bar on a terminal; None elsewhere (the loop then prints one plain line per epoch)."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

@@ -1,0 +1,128 @@
+"""Command-line options: RepDistiller's flag names and defaults, plus this toolkit's additions."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .util import default_learning_rate
+
+
+def str2bool(text) -> bool:
+    """A real boolean for flags written ``--flag True``/``--flag False`` (argparse's bool() is truthy)."""
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got '{text}'")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    from dataset import DATASETS  # noqa: F401 - registration happens in build_dataset
+    g = p.add_argument_group("RepDistiller options")
+    g.add_argument("--print_freq", type=int, default=100, help="steps between progress updates")
+    g.add_argument("--tb_freq", type=int, default=500, help="accepted for compatibility (unused, as upstream)")
+    g.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_N.pth every N epochs")
+    g.add_argument("--batch_size", type=int, default=64)
+    g.add_argument("--num_workers", type=int, default=8,
+                   help="accepted for compatibility; in-memory data sets need no workers")
+    g.add_argument("--epochs", type=int, default=240)
+    g.add_argument("--learning_rate", type=float, default=None,
+                   help="default 0.05, or 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (RepDistiller)")
+    g.add_argument("--lr_decay_epochs", type=str, default="150,180,210")
+    g.add_argument("--lr_decay_rate", type=float, default=0.1)
+    g.add_argument("--weight_decay", type=float, default=5e-4)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--dataset", type=str, default="cifar100", choices=["cifar100", "cifar10", "digits"])
+    t = p.add_argument_group("toolkit options")
+    t.add_argument("--data_root", type=str, default="./data", help="folder holding cifar-100-python/ etc.")
+    t.add_argument("--save_dir", type=str, default="./save", help="root of the output folders")
+    t.add_argument("--seed", type=int, default=0, help="seeds every RNG (init, shuffling, augmentation)")
+    t.add_argument("--device", type=str, default="auto", help="cuda, cpu or auto (CUDA when available)")
+    t.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
+                   help="bf16 autocast on CUDA (ignored on CPU)")
+    t.add_argument("--resume", type=str, default=None,
+                   help="checkpoint to continue from, or 'auto' for the run folder's latest")
+    t.add_argument("--test_batch_size", type=int, default=256, help="batch size for evaluation")
+
+
+def _finish(opt, model_name: str) -> None:
+    if opt.learning_rate is None:
+        opt.learning_rate = default_learning_rate(model_name)
+    if opt.epochs < 1:
+        raise SystemExit("error: --epochs must be at least 1")
+    if opt.batch_size < 1:
+        raise SystemExit("error: --batch_size must be at least 1")
+
+
+def teacher_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("train a model from scratch (teacher or vanilla student)")
+    add_common_args(p)
+    p.add_argument("--model", type=str, default="resnet110")
+    p.add_argument("-t", "--trial", type=str, default="0", help="the experiment id")
+    return p
+
+
+def parse_teacher_options(argv=None):
+    opt = teacher_parser().parse_args(argv)
+    _finish(opt, opt.model)
+    opt.model_name = (f"{opt.model}_{opt.dataset}_lr_{opt.learning_rate}_decay_{opt.weight_decay}"
+                      f"_trial_{opt.trial}")
+    opt.save_folder = os.path.join(opt.save_dir, "models", opt.model_name)
+    return opt
+
+
+def student_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("distill a student from a teacher")
+    add_common_args(p)
+    p.add_argument("--init_epochs", type=int, default=30, help="init-stage epochs (abound, factor, fsp)")
+    p.add_argument("--model_s", type=str, default="resnet8")
+    p.add_argument("--path_t", type=str, default=None, help="teacher checkpoint")
+    p.add_argument("--model_t", type=str, default=None,
+                   help="teacher architecture (default: parsed from the --path_t folder name)")
+    p.add_argument("--distill", type=str, default="kd")
+    p.add_argument("--trial", type=str, default="1", help="trial id")
+    p.add_argument("-r", "--gamma", type=float, default=None, help="weight for classification (default 1)")
+    p.add_argument("-a", "--alpha", type=float, default=None, help="weight balance for KD")
+    p.add_argument("-b", "--beta", type=float, default=None, help="weight balance for other losses")
+    p.add_argument("--kd_T", type=float, default=4, help="temperature for KD distillation")
+    p.add_argument("--feat_dim", default=128, type=int, help="feature dimension (CRD, CC)")
+    p.add_argument("--mode", default="exact", type=str, choices=["exact", "relax"])
+    p.add_argument("--nce_k", default=16384, type=int, help="number of negative samples for NCE")
+    p.add_argument("--nce_t", default=0.07, type=float, help="temperature parameter for softmax")
+    p.add_argument("--nce_m", default=0.5, type=float, help="momentum for non-parametric updates")
+    p.add_argument("--hint_layer", default=2, type=int, choices=[0, 1, 2, 3, 4])
+    p.add_argument("--dkd_alpha", default=1.0, type=float, help="DKD target-class weight")
+    p.add_argument("--dkd_beta", default=8.0, type=float, help="DKD non-target-class weight")
+    p.add_argument("--dkd_warmup", default=20, type=int, help="DKD linear warm-up epochs")
+    return p
+
+
+def resolve_loss_weights(opt, default_weights) -> None:
+    """Fill -r/-a/-b that were not given.
+
+    RepDistiller's -r defaults to 1 and -a/-b are mandatory (None crashes its loop). Here a missing
+    -a/-b takes the method's value from RepDistiller's run_cifar_distill.sh, and when none of the
+    three is given the whole recipe (e.g. kd: -r 0.1 -a 0.9 -b 0) is used.
+    """
+    g, a, b = default_weights
+    if opt.gamma is None and opt.alpha is None and opt.beta is None:
+        opt.gamma, opt.alpha, opt.beta = g, a, b
+        return
+    opt.gamma = 1.0 if opt.gamma is None else opt.gamma
+    opt.alpha = a if opt.alpha is None else opt.alpha
+    opt.beta = b if opt.beta is None else opt.beta
+
+
+def parse_student_options(argv=None):
+    opt = student_parser().parse_args(argv)
+    _finish(opt, opt.model_s)
+    return opt
+
+
+def student_run_name(opt) -> str:
+    # RepDistiller wrote 'S:..._T:...'; colons break on some file systems, so '_' is used instead.
+    return (f"S_{opt.model_s}_T_{opt.model_t}_{opt.dataset}_{opt.distill}_r_{opt.gamma}_a_{opt.alpha}"
+            f"_b_{opt.beta}_{opt.trial}")

@@ -1,0 +1,60 @@
+"""Schedules, metrics and run-time set-up shared by every entry script."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+# RepDistiller lowers the base lr of these students to 0.01 (train_student.py / train_teacher.py).
+SMALL_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+
+
+def parse_epochs(text) -> list:
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
+def lr_at(epoch: int, base_lr: float, decay_epochs: Sequence[int], decay_rate: float) -> float:
+    """RepDistiller's step schedule, epochs counted from 1: decay once for every milestone passed."""
+    steps = sum(1 for m in decay_epochs if epoch > m)
+    return base_lr * (decay_rate ** steps)
+
+
+def adjust_learning_rate(epoch: int, opt, optimizer) -> float:
+    lr = lr_at(epoch, opt.learning_rate, parse_epochs(opt.lr_decay_epochs), opt.lr_decay_rate)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def default_learning_rate(model_name: str) -> float:
+    return 0.01 if model_name in SMALL_LR_MODELS else 0.05
+
+
+def correct_topk(output: torch.Tensor, target: torch.Tensor, topk=(1, 5)):
+    """Number of samples whose target is among the top-k predictions, as device tensors (no sync)."""
+    maxk = min(max(topk), output.shape[1])
+    pred = output.topk(maxk, dim=1).indices
+    hit = pred.eq(target[:, None])
+    return [hit[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)):
+    """RepDistiller's helper: top-k accuracy in percent, one tensor per k."""
+    return [c.float() * (100.0 / target.shape[0]) for c in correct_topk(output, target, topk)]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return dev

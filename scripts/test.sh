@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the whole test suite in the project's environment (created on first use).
+#   bash scripts/test.sh            # everything, slow end-to-end runs included
+#   bash scripts/test.sh -m "not slow"  # skip the slow end-to-end runs
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+exec "$PY" -m pytest -q tests "$@"
