@@ -1,0 +1,126 @@
+"""CIFAR VGGs with BatchNorm and a single linear classifier (no 4096-wide FC head).
+
+Matches RepDistiller's ``vggN_bn``: five conv stages ``block0..block4``, each a Sequential of
+conv(+bias)/BN/ReLU triples whose final ReLU is left out so the stage ends on a BN. That BN
+output is the "pre-activation" feature and the module ``get_bn_before_relu`` returns.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["VGG", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
+
+# Output widths of the convs in each of the five stages (VGG configs S, A, B, D, E).
+STAGE_WIDTHS: Dict[int, List[List[int]]] = {
+    8: [[64], [128], [256], [512], [512]],
+    11: [[64], [128], [256, 256], [512, 512], [512, 512]],
+    13: [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+    16: [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
+    19: [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
+}
+
+
+def _stage(widths: Sequence[int], cin: int, batch_norm: bool) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for w in widths:
+        layers.append(nn.Conv2d(cin, w, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(w))
+        layers.append(nn.ReLU(inplace=True))
+        cin = w
+    return nn.Sequential(*layers[:-1])
+
+
+class VGG(nn.Module):
+    def __init__(self, cfg: Sequence[Sequence[int]], batch_norm: bool = True,
+                 num_classes: int = 100):
+        super().__init__()
+        cins = [3] + [stage[-1] for stage in cfg[:-1]]
+        self.block0 = _stage(cfg[0], cins[0], batch_norm)
+        self.block1 = _stage(cfg[1], cins[1], batch_norm)
+        self.block2 = _stage(cfg[2], cins[2], batch_norm)
+        self.block3 = _stage(cfg[3], cins[3], batch_norm)
+        self.block4 = _stage(cfg[4], cins[4], batch_norm)
+        self.pool0 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
+        # Used only for 64x64 inputs, so that block4 still runs at 4x4 there.
+        self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Linear(cfg[4][-1], num_classes)
+        self._initialize_weights()
+
+    def _blocks(self):
+        return (self.block0, self.block1, self.block2, self.block3, self.block4)
+
+    def _pools(self):
+        return (self.pool0, self.pool1, self.pool2, self.pool3, self.pool4)
+
+    def get_feat_modules(self) -> nn.ModuleList:
+        interleaved = [m for pair in zip(self._blocks(), self._pools()) for m in pair]
+        return nn.ModuleList(interleaved)
+
+    def get_bn_before_relu(self) -> List[nn.Module]:
+        return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
+
+    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+        height = x.shape[2]
+        x = F.relu(self.block0(x))
+        post, pre = [x], [x]
+        for i in range(1, 5):
+            if i < 4 or height == 64:
+                x = self._pools()[i - 1](x)
+            x_pre = self._blocks()[i](x)
+            x = F.relu(x_pre)
+            post.append(x)
+            pre.append(x_pre)
+        x = torch.flatten(self.pool4(x), 1)
+        post.append(x)
+        pre.append(x)
+        logits = self.classifier(x)
+        if not is_feat:
+            return logits
+        return (pre if preact else post), logits
+
+    def _initialize_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+
+def _vgg_bn(depth: int, num_classes: int, **kwargs) -> VGG:
+    return VGG(STAGE_WIDTHS[depth], batch_norm=True, num_classes=num_classes, **kwargs)
+
+
+def vgg8(num_classes: int = 100, **kwargs) -> VGG:
+    return _vgg_bn(8, num_classes, **kwargs)
+
+
+def vgg11(num_classes: int = 100, **kwargs) -> VGG:
+    return _vgg_bn(11, num_classes, **kwargs)
+
+
+def vgg13(num_classes: int = 100, **kwargs) -> VGG:
+    return _vgg_bn(13, num_classes, **kwargs)
+
+
+def vgg16(num_classes: int = 100, **kwargs) -> VGG:
+    return _vgg_bn(16, num_classes, **kwargs)
+
+
+def vgg19(num_classes: int = 100, **kwargs) -> VGG:
+    return _vgg_bn(19, num_classes, **kwargs)
