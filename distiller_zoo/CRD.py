@@ -1,0 +1,71 @@
+"""Tian et al. 2020, "Contrastive Representation Distillation" (``--distill crd``)."""
+from types import SimpleNamespace
+
+import torch
+
+from crd.criterion import CRDLoss
+from crd.sampler import ContrastSampler
+
+from .base import Batch, Distiller, Outputs, register
+
+
+@register("crd")
+class CRD(Distiller):
+    """CRD on the pooled features ``feat[-1]``.
+
+    Options (RepDistiller names and defaults): ``feat_dim`` 128, ``nce_k`` 16384, ``nce_t`` 0.07,
+    ``nce_m`` 0.5, ``mode`` 'exact' | 'relax'. The contrast indices are drawn on the device for the whole batch
+    (:class:`crd.sampler.ContrastSampler`) unless the batch already carries ``contrast_idx``. Set
+    ``self.generator`` to a ``torch.Generator`` on the device for reproducible draws.
+
+    Build-time checks (``ValueError``): the training labels must be known, and ``nce_k`` may not exceed the
+    number of other-class samples of the largest class (``n_data - max_c n_c``; 49,500 on CIFAR-100). Beyond
+    that RepDistiller silently switches that class to drawing with replacement, so every row would hold all of
+    its negatives plus repeats; that happens only when ``--nce_k`` was not adapted to a small data set, so it
+    is refused here (:class:`ContrastSampler` itself still implements the replacement rule).
+
+    Trainable: the two embeddings. The memory banks are buffers (in the state dict, not optimised).
+    """
+
+    needs_feats = True
+    default_weights = (1.0, 0.0, 0.8)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        opt = ctx.opt
+        if ctx.train_targets is None:
+            raise ValueError("--distill crd needs the training-set labels (DistillContext.train_targets) to draw "
+                             "negatives from other classes and to size its memory bank")
+        self.crd_opt = SimpleNamespace(
+            s_dim=int(ctx.feat_s[-1].reshape(ctx.feat_s[-1].shape[0], -1).shape[1]),
+            t_dim=int(ctx.feat_t[-1].reshape(ctx.feat_t[-1].shape[0], -1).shape[1]),
+            n_data=ctx.n_data,
+            feat_dim=int(getattr(opt, "feat_dim", 128)),
+            nce_k=int(getattr(opt, "nce_k", 16384)),
+            nce_t=float(getattr(opt, "nce_t", 0.07)),
+            nce_m=float(getattr(opt, "nce_m", 0.5)),
+            mode=str(getattr(opt, "mode", "exact")),
+        )
+        o = self.crd_opt
+        if o.nce_k < 1:
+            raise ValueError(f"--nce_k must be at least 1, got {o.nce_k}")
+        self.sampler = ContrastSampler(ctx.train_targets, o.nce_k, o.mode, num_classes=ctx.num_classes)
+        max_k = self.sampler.min_negatives
+        if o.nce_k > max_k:
+            raise ValueError(f"--nce_k {o.nce_k} is too large for this training set: CRD draws each row's negatives "
+                             f"without replacement from the samples of other classes, and the largest class has "
+                             f"only {max_k} of those ({o.n_data} samples in all); use --nce_k {max_k} or less")
+        self.criterion = CRDLoss(o)
+        self.generator = None
+
+    def method_loss(self, out_s: Outputs, out_t: Outputs, batch: Batch, epoch: int) -> torch.Tensor:
+        f_s = out_s.feats[-1]
+        f_t = out_t.feats[-1].detach()
+        index = batch.index.to(f_s.device).long()
+        contrast_idx = getattr(batch, "contrast_idx", None)
+        if contrast_idx is None:
+            contrast_idx = self.sampler.sample(index, batch.y, generator=self.generator)
+        return self.criterion(f_s, f_t, index, contrast_idx.to(f_s.device))
+
+    def trainable_modules(self):
+        return [self.criterion.embed_s, self.criterion.embed_t]

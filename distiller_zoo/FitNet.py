@@ -1,0 +1,42 @@
+"""Romero et al. 2015, "FitNets: Hints for Thin Deep Nets" (single-stage variant, as in RepDistiller)."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.util import ConvReg
+
+from .base import Distiller, register
+
+
+class HintLoss(nn.Module):
+    """Mean squared error between the regressed student hint and the teacher feature."""
+
+    def forward(self, f_s, f_t):
+        return F.mse_loss(f_s, f_t)
+
+
+@register("hint")
+class FitNet(Distiller):
+    """Hint on ``feat[--hint_layer]`` (default 2) through a trainable :class:`ConvReg`.
+
+    RepDistiller trains the hint jointly with the task (no separate hint-pretraining stage).
+    Reproduced quirk: the regressor ends in a ReLU, while WRN features are taken before their
+    BN-ReLU and can be negative, so for WRN teachers the hint can never be matched exactly.
+    """
+
+    needs_feats = True
+    default_weights = (1.0, 0.0, 100.0)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.hint_layer = int(getattr(ctx.opt, "hint_layer", 2))
+        n = min(len(ctx.feat_s), len(ctx.feat_t))
+        if not -n <= self.hint_layer < n:
+            raise ValueError(f"--hint_layer {self.hint_layer} out of range for {n} features")
+        s_shape = ctx.feat_s[self.hint_layer].shape
+        t_shape = ctx.feat_t[self.hint_layer].shape
+        self.regressor = ConvReg(s_shape, t_shape).to(ctx.device)
+        self.criterion = HintLoss()
+
+    def method_loss(self, out_s, out_t, batch, epoch):
+        h = self.hint_layer
+        return self.criterion(self.regressor(out_s.feats[h]), out_t.feats[h].detach())

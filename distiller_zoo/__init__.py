@@ -1,0 +1,21 @@
+"""Distillation methods: RepDistiller-compatible loss classes plus one registered Distiller per method.
+
+Importing this package registers every method; ``build_distiller(name, ctx)`` builds one.
+"""
+from .base import (REGISTRY, Batch, DistillContext, Distiller, Outputs, available,  # noqa: F401
+                   build_distiller, kd_kl, register)
+from .KD import KD, DistillKL  # noqa: F401
+from .FitNet import FitNet, HintLoss  # noqa: F401
+from .AT import AT, Attention  # noqa: F401
+from .SP import SP, Similarity  # noqa: F401
+from .CC import CC, Correlation  # noqa: F401
+from .VID import VID, VIDLoss  # noqa: F401
+from .RKD import RKD, RKDLoss  # noqa: F401
+from .PKT import PKT, PKTDistiller  # noqa: F401
+from .NST import NST, NSTLoss  # noqa: F401
+from .KDSVD import KDSVD, KDSVDDistiller  # noqa: F401
+from .DKD import DKD, DKDLoss  # noqa: F401
+from .AB import AB, ABLoss  # noqa: F401
+from .FT import FT, FactorTransfer  # noqa: F401
+from .FSP import FSP, FSPDistiller  # noqa: F401
+from .CRD import CRD  # noqa: F401
