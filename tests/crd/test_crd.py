@@ -9,16 +9,6 @@ import torch.nn.functional as F
 from crd import ContrastLoss, ContrastMemory, ContrastSampler, CRDLoss, Embed
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These tensors are tiny: intra-op threads only add scheduling overhead, which becomes seconds per
-    # test when the cores are shared with other jobs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def unit(*shape, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)

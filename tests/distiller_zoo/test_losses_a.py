@@ -17,16 +17,6 @@ from distiller_zoo.base import Batch, DistillContext, Outputs
 from models.util import ConvReg, Embed, LinearEmbed
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the tensors here are tiny: intra-op threads only add overhead, and on a shared CPU the
-    # batched SVD of KDSVD becomes ~50x slower with them
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def t64(x):
     return torch.tensor(x, dtype=torch.float64)
 

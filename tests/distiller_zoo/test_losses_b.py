@@ -14,16 +14,6 @@ from distiller_zoo.base import Batch, DistillContext, Outputs
 from models.connectors import Connector, Paraphraser, Translator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These tensors are tiny: intra-op threads only add scheduling overhead, which becomes seconds per
-    # test when the cores are shared with other jobs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyNet(nn.Module):
     """Three conv stages (8x8 -> 4x4 -> 2x2 on 8x8 inputs) + pooled vector, RepDistiller's feature contract."""
 

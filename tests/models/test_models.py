@@ -12,17 +12,6 @@ import torch.nn as nn
 from models import build_model, model_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Batch-2 forwards gain nothing from intra-op threads, and on a shared 2-core machine
-    # spinning OpenMP workers made this module ~20x slower. Scoped to the module (and
-    # restored) because the thread count is process-wide.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 N_PARAMS = {
     "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
     "resnet44": 667_188, "resnet56": 861_620, "resnet110": 1_736_564,
