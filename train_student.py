@@ -5,22 +5,92 @@
 
 Loss = gamma * CE + alpha * KL_T + beta * method loss; the method is the registered Distiller
 named by --distill.
+
+Seed-method options:
+
+* KDrefine: ``--distill kdrefine`` with a re-parameterisable student (``--model_s represnet20
+  --blocktype AMBB``; ``-t`` is the short form); lr 0.01 unless ``--learning_rate`` is given. Fuse the
+  result with convert.py.
+* ICKD-C: ``--distill ickd`` (defaults ``-r 1 -a 0 -b 2.5``; the README's variant with KL adds ``-a 1``).
+* EMKD: ``--mc 1 --mc_weight W`` adds milestone checking to any method; ``my*`` students take
+  ``--block_depth 3,7,2`` and their run folder names carry it (``S_myresnet20_3-7-2_T_...``; MC runs end the
+  method with ``_mc``). ``--test 1`` only evaluates the student checkpoint given by ``--path_s`` (or, as in
+  EMKD, by ``--path_t``) and exits.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
+from typing import Optional
 
 import torch
 
 import distiller_zoo
 from dataset import build_dataset
-from distiller_zoo import DistillContext
+from distiller_zoo import DistillContext, MilestoneChecking
+from helper.checkpoint import load_weights
 from helper.loops import fit, validate
-from helper.options import parse_student_options, resolve_loss_weights, student_run_name
+from helper.options import (_finish, parse_student_options, resolve_loss_weights,  # noqa: F401
+                            student_parser, student_run_name)
 from helper.run import place_model, setup_run, write_summary
 from helper.teacher import load_teacher
-from models import build_model
+from models import accepts, build_model, model_dict
+from models.ambb import normalize_block_type
+
+
+def parse_block_depth_arg(text) -> Optional[list]:
+    if text is None or isinstance(text, list):
+        return text
+    try:
+        depth = [int(p) for p in str(text).replace(" ", "").split(",") if p]
+    except ValueError:
+        raise ValueError(f"--block_depth expects comma-separated block counts such as 3,7,2, got '{text}'") from None
+    if not depth or any(d < 1 for d in depth):
+        raise ValueError(f"--block_depth needs positive block counts, got '{text}'")
+    return depth
+
+
+def finish_options(opt):
+    """Method-dependent defaults and checks that need the parsed options."""
+    if opt.learning_rate is None:
+        # KDrefine's recipe trains every student at 0.01; other methods keep RepDistiller's rule.
+        method_lr = getattr(distiller_zoo.REGISTRY.get(opt.distill), "default_learning_rate", None)
+        if method_lr is not None:
+            opt.learning_rate = method_lr
+    _finish(opt, opt.model_s)
+    opt.blocktype = normalize_block_type(opt.blocktype)
+    opt.block_depth = parse_block_depth_arg(opt.block_depth)
+    check_block_depth_applies(opt.model_s, opt.block_depth)
+    return opt
+
+
+def check_block_depth_applies(model_name: str, depth) -> None:
+    # build_model drops block_depth for architectures without it; a given one would be silently unused.
+    if depth is not None and model_name in model_dict and not accepts(model_dict[model_name], "block_depth"):
+        raise ValueError(f"--block_depth applies to the self-defined my* models only, not '{model_name}'")
+
+
+def parse_options(argv=None, parser=None):
+    opt = (parser or student_parser()).parse_args(argv)
+    return finish_options(opt)
+
+
+def build_student(opt, num_classes: int):
+    # The re-parameterisable students are trained in their multi-branch form; convert.py fuses them.
+    return build_model(opt.model_s, num_classes=num_classes, block_type=opt.blocktype, deploy=False,
+                       block_depth=opt.block_depth)
+
+
+def run_folder_name(opt, student) -> str:
+    """RepDistiller's ``S_..._T_...`` name; my* students add their block depth and MC runs ``_mc`` (EMKD)."""
+    named = copy.copy(opt)
+    depth = getattr(student, "block_depth", None)
+    if depth is not None:
+        named.model_s = f"{opt.model_s}_{'-'.join(str(d) for d in depth)}"
+    if getattr(opt, "mc", 0):
+        named.distill = f"{opt.distill}_mc"
+    return student_run_name(named)
 
 
 def build_distillation(opt, data, device):
@@ -35,7 +105,7 @@ def build_distillation(opt, data, device):
                          "(train one with train_teacher.py)")
     opt.model_t, teacher = load_teacher(opt.path_t, data.num_classes, device, opt.model_t)
     teacher = place_model(teacher, device)
-    student = place_model(build_model(opt.model_s, num_classes=data.num_classes), device)
+    student = place_model(build_student(opt, data.num_classes), device)
     # RepDistiller sizes the extra modules from one dummy forward of both networks in eval mode.
     probe = torch.randn(2, *data.train.images.shape[1:], device=device)
     student.eval()
@@ -44,24 +114,57 @@ def build_distillation(opt, data, device):
         feat_t, _ = teacher(probe, is_feat=True, preact=cls.needs_preact)
     ctx = DistillContext(opt, student, teacher, list(feat_s), list(feat_t), train_targets=data.train.targets,
                          num_classes=data.num_classes, device=device)
-    distiller = cls(ctx).to(device)
-    return teacher, student, distiller
+    distiller = cls(ctx)
+    if getattr(opt, "mc", 0):
+        distiller = MilestoneChecking(distiller, ctx)
+    return teacher, student, distiller.to(device)
 
 
-def main(argv=None):
-    opt = parse_student_options(argv)
+def evaluate_only(opt, data, device):
+    """EMKD's ``--test 1``: build the student architecture, load a trained student into it, report accuracy."""
+    from convert import build_for_state_dict, read_weights
+
+    path = opt.path_s or opt.path_t
+    if not path:
+        raise ValueError("--test 1 needs the student checkpoint: --path_s (or --path_t, as EMKD used it)")
+    sd = read_weights(path)
+    model = build_for_state_dict(opt.model_s, data.num_classes, sd, block_type=opt.blocktype,
+                                 block_depth=opt.block_depth)
+    load_weights(model, sd, opt.model_s, source=f"student checkpoint '{path}'")
+    model = place_model(model, device)
+    res = validate(model, data.test, opt, device)
+    params = sum(p.numel() for p in model.parameters())
+    depth = getattr(model, "block_depth", None)
+    arch = opt.model_s + (f" {depth}" if depth is not None else "")
+    print(f"student {arch} from '{path}': test acc {res['acc']:.2f} (top5 {res['acc_top5']:.2f}, "
+          f"loss {res['loss']:.4f}); {params / 1e6:.6f}M parameters", flush=True)
+    return {"test_acc": res["acc"], "test_acc_top5": res["acc_top5"], "test_loss": res["loss"], "params": params}
+
+
+def main(argv=None, data=None):
+    """Run one distillation. ``data``: a prepared DataBundle (search.py passes its held-out split)."""
+    opt = parse_options(argv)
     device = setup_run(opt)
-    data = build_dataset(opt.dataset, opt.data_root, device)
+    if device.type == "cuda":
+        deterministic = bool(getattr(distiller_zoo.REGISTRY.get(opt.distill), "deterministic_cudnn", False))
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+    if data is None:
+        data = build_dataset(opt.dataset, opt.data_root, device)
+    if opt.test:
+        return evaluate_only(opt, data, device)
     teacher, student, distiller = build_distillation(opt, data, device)
-    run_dir = os.path.join(opt.save_dir, "student_model", student_run_name(opt))
+    run_dir = os.path.join(opt.save_dir, "student_model", run_folder_name(opt, student))
     teacher_eval = validate(teacher, data.test, opt, device)
     print(f"teacher {opt.model_t}: test acc {teacher_eval['acc']:.2f} (top5 {teacher_eval['acc_top5']:.2f})",
           flush=True)
+    extra = f", milestone checking x{distiller.mc_weight} {distiller.stage_weights}" if opt.mc else ""
     print(f"distilling {opt.model_t} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
-          f"b={opt.beta}) on {device}; output: {run_dir}", flush=True)
+          f"b={opt.beta}{extra}) on {device}; output: {run_dir}", flush=True)
     result = fit(opt, data, student, distiller, run_dir, opt.model_s, device, teacher=teacher)
     write_summary(run_dir, opt, teacher_acc=teacher_eval["acc"], **result)
     print(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")
+    result["run_dir"] = run_dir
     return result
 
 

@@ -2,9 +2,14 @@
 
     python train_teacher.py --model resnet32x4
     python train_teacher.py --model resnet8 --dataset digits --epochs 30
+
+``--blocktype`` builds the rep* models with that block (training-time form; fuse with convert.py) and
+``--block_depth 3,7,2`` sets the blocks per stage of my* models, whose folder name then carries the depth
+(``myresnet20_3-7-2_cifar100_lr_...``).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from dataset import build_dataset
@@ -13,13 +18,24 @@ from helper.loops import fit
 from helper.options import parse_teacher_options
 from helper.run import place_model, setup_run, write_summary
 from models import build_model
+from models.ambb import normalize_block_type
+from train_student import check_block_depth_applies, parse_block_depth_arg
 
 
 def main(argv=None):
     opt = parse_teacher_options(argv)
     device = setup_run(opt)
     data = build_dataset(opt.dataset, opt.data_root, device)
-    model = place_model(build_model(opt.model, num_classes=data.num_classes), device)
+    opt.blocktype = normalize_block_type(opt.blocktype)
+    opt.block_depth = parse_block_depth_arg(opt.block_depth)
+    check_block_depth_applies(opt.model, opt.block_depth)
+    model = build_model(opt.model, num_classes=data.num_classes, block_type=opt.blocktype, deploy=False,
+                        block_depth=opt.block_depth)
+    depth = getattr(model, "block_depth", None)
+    if depth is not None:
+        opt.model_name = opt.model_name.replace(opt.model, f"{opt.model}_{'-'.join(str(d) for d in depth)}", 1)
+        opt.save_folder = os.path.join(opt.save_dir, "models", opt.model_name)
+    model = place_model(model, device)
     opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
     distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
                                                      device=device)).to(device)

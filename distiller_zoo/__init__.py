@@ -19,3 +19,6 @@ from .AB import AB, ABLoss  # noqa: F401
 from .FT import FT, FactorTransfer  # noqa: F401
 from .FSP import FSP, FSPDistiller  # noqa: F401
 from .CRD import CRD  # noqa: F401
+from .ICKD import ICKD, ickd_loss  # noqa: F401
+from .KDrefine import KDrefine, normalize_logits  # noqa: F401
+from .milestone import MilestoneChecking, milestone_loss  # noqa: F401

@@ -10,6 +10,12 @@ The training loop (``helper/loops.py``) only talks to this interface:
   ``-r``, ``kl`` with ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition).
 * ``trainable_modules()`` go into the optimizer next to the student.
 * two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss``.
+* ``needs_teacher = False`` (self-distillation, e.g. BYOT): train_student.py builds no teacher and the
+  loop passes ``out_t=None``.
+* ``recipe``: option values the method's reference used (epochs, lr schedule, temperature, ...); they
+  replace the toolkit defaults of options the user did not give (``helper.recipe``).
+* ``epoch_metrics()``: extra per-epoch numbers (e.g. the accuracy of every exit of a multi-exit
+  student) that the loop adds to the epoch's metrics row; called once at the end of each epoch.
 """
 from __future__ import annotations
 
@@ -82,18 +88,43 @@ def kd_kl(logit_s: torch.Tensor, logit_t: torch.Tensor, T: float) -> torch.Tenso
     return F.kl_div(p_s, p_t, reduction="sum") * (T ** 2) / logit_s.shape[0]
 
 
+def kd_kl_teacher_scale(logit_s: torch.Tensor, logit_t: torch.Tensor, T: float) -> torch.Tensor:
+    """CheckpointKD's ``teacher_scale`` variant: only the teacher is softened and the factor is T.
+
+    ``T * KL(softmax(z_t / T) || softmax(z_s))`` summed over classes, averaged over the batch
+    (``F.kl_div(..., reduction='batchmean') * T`` in the reference).
+    """
+    p_s = F.log_softmax(logit_s, dim=1)
+    p_t = F.softmax(logit_t / T, dim=1)
+    return F.kl_div(p_s, p_t, reduction="sum") * T / logit_s.shape[0]
+
+
 class Distiller(nn.Module):
     """Base class. Subclasses set ``needs_feats``/``needs_preact`` and override ``method_loss``."""
 
     name: str = ""
     needs_feats: bool = False
     needs_preact: bool = False
+    needs_teacher: bool = True
     # (gamma, alpha, beta) used for any of -r/-a/-b the user did not give (see helper.options)
     default_weights = (1.0, 0.0, 0.0)
+    # option name -> value, for options not given on the command line (see helper.recipe)
+    recipe: Dict[str, Any] = {}
 
     def __init__(self, ctx: DistillContext):
         super().__init__()
         self.T = float(getattr(ctx.opt, "kd_T", 4))
+        self.teacher_scale = bool(getattr(ctx.opt, "teacher_scale", False))
+
+    def kl_term(self, logit_s: torch.Tensor, logit_t: torch.Tensor) -> torch.Tensor:
+        """The ``-a`` term: RepDistiller's KL, or CheckpointKD's ``--teacher_scale`` form."""
+        if self.teacher_scale:
+            return kd_kl_teacher_scale(logit_s, logit_t, self.T)
+        return kd_kl(logit_s, logit_t, self.T)
+
+    def epoch_metrics(self) -> Dict[str, float]:
+        """Extra numbers for this epoch's metrics row; implementations reset their accumulators here."""
+        return {}
 
     # --- main stage -------------------------------------------------------------------
     def method_loss(self, out_s: Outputs, out_t: Outputs, batch: Batch, epoch: int) -> torch.Tensor:
@@ -102,7 +133,7 @@ class Distiller(nn.Module):
     def loss(self, out_s: Outputs, out_t: Optional[Outputs], batch: Batch, epoch: int) -> Dict[str, torch.Tensor]:
         terms = {"ce": F.cross_entropy(out_s.logits, batch.y)}
         if out_t is not None:
-            terms["kl"] = kd_kl(out_s.logits, out_t.logits, self.T)
+            terms["kl"] = self.kl_term(out_s.logits, out_t.logits)
             terms["kd"] = self.method_loss(out_s, out_t, batch, epoch)
         return terms
 

@@ -62,7 +62,21 @@ def teacher_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--model", type=str, default="resnet110")
     p.add_argument("-t", "--trial", type=str, default="0", help="the experiment id")
+    add_architecture_args(p, short_blocktype=False)
     return p
+
+
+def add_architecture_args(p: argparse.ArgumentParser, short_blocktype: bool = True) -> None:
+    """Options of the KDrefine re-parameterisable models and the EMKD variable-depth models.
+
+    ``-t`` is KDrefine's short form of ``--blocktype``; train_teacher.py keeps ``-t`` for ``--trial``.
+    """
+    g = p.add_argument_group("architecture options (rep*/my* models; ignored by the others)")
+    names = ("-t", "--blocktype") if short_blocktype else ("--blocktype",)
+    g.add_argument(*names, dest="blocktype", type=str, default="AMBB",
+                   help="conv+BN block of the rep* models: AMBB (alias ACTDB, its older name) or base")
+    g.add_argument("--block_depth", type=str, default=None,
+                   help="blocks per stage of a my* model, e.g. 3,7,2 (default: the nominal depth)")
 
 
 def parse_teacher_options(argv=None):
@@ -97,6 +111,22 @@ def student_parser() -> argparse.ArgumentParser:
     p.add_argument("--dkd_alpha", default=1.0, type=float, help="DKD target-class weight")
     p.add_argument("--dkd_beta", default=8.0, type=float, help="DKD non-target-class weight")
     p.add_argument("--dkd_warmup", default=20, type=int, help="DKD linear warm-up epochs")
+    add_architecture_args(p)
+    k = p.add_argument_group("KDrefine (--distill kdrefine)")
+    k.add_argument("--logit_multiplier", type=float, default=2.0,
+                   help="normalised logits are m*(z-mean)/(std+eps); KDrefine uses m=2")
+    k.add_argument("--logit_eps", type=float, default=1e-7, help="eps added to the unbiased std")
+    e = p.add_argument_group("EMKD milestone checking and evaluation")
+    e.add_argument("--mc", type=int, default=0, choices=[0, 1],
+                   help="1: add the per-stage feature KL (milestone checking) to the method loss")
+    e.add_argument("--mc_weight", type=float, default=0.001, help="weight of milestone checking")
+    for i in range(1, 5):
+        e.add_argument(f"--B{i}_weight", type=float, default=1.0,
+                       help=f"stage-{i} milestone weight for students without block_depth "
+                            f"(my* students use nominal/actual depth)")
+    e.add_argument("--test", type=int, default=0, choices=[0, 1],
+                   help="1: only evaluate a trained student (--path_s, else --path_t as in EMKD) and exit")
+    e.add_argument("--path_s", type=str, default=None, help="student checkpoint for --test 1")
     return p
 
 

@@ -1,0 +1,150 @@
+"""KDrefine deploy path: whole-network fusion in float32, convert.py and validation.py."""
+import os
+
+import h5py
+import pytest
+import torch
+import torch.nn as nn
+
+import convert
+import validation
+from helper.checkpoint import load_checkpoint, save_checkpoint
+from models import build_model
+from models.ambb import AMBB, convert_to_deploy
+from models.repmobilenetv2 import repmobilenetv2
+from models.represnet import represnet20
+from models.repvgg import repvgg8
+
+
+
+def realistic_bn(model, seed=0):
+    """BN statistics measured on a random batch, then perturbed: running_var x U(0.5, 1.5), weight U(0.5, 1),
+    bias and mean shifts of about 0.1.
+
+    Purely random statistics are not enough here: represnet20 sums five branches per layer, so arbitrary
+    running variances let activations grow by orders of magnitude over 19 layers (logits ~1e4) and a
+    float32 comparison would only test rounding. Measured-then-perturbed statistics keep activations O(1)
+    while still making every BN's fold non-trivial.
+    """
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32, generator=g))
+    for m in bns:
+        n = m.num_features
+        with torch.no_grad():
+            m.running_mean.add_((torch.rand(n, generator=g) - 0.5) * 0.2 * m.running_var.sqrt())
+            m.running_var.mul_(0.5 + torch.rand(n, generator=g))
+            m.weight.copy_(0.5 + 0.5 * torch.rand(n, generator=g))
+            m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+        m.momentum = 0.1
+    return model.eval()
+
+
+@pytest.mark.parametrize("ctor", [represnet20, repvgg8, repmobilenetv2])
+def test_whole_network_fusion_absolute_float32(ctor):
+    torch.manual_seed(0)
+    model = realistic_bn(ctor())
+    kinds = {(m.duplicate1.conv.stride[0], m.groups > 1) for m in model.modules() if isinstance(m, AMBB)}
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x)
+        convert_to_deploy(model)
+        y_dep = model(x)
+    assert y.dtype == torch.float32
+    assert 1e-3 < y.abs().max().item() < 50.0  # O(1) outputs: the absolute bound below is meaningful
+    assert (y - y_dep).abs().max().item() < 1e-5
+    assert not any(isinstance(m, nn.BatchNorm2d) for n, m in model.named_modules() if "tdb_reparam" in n)
+    if ctor is represnet20:
+        assert kinds == {(1, False), (2, False)}
+    if ctor is repmobilenetv2:
+        assert {(1, True), (2, True)} <= kinds  # depthwise blocks at both strides
+
+
+def test_fusion_error_is_caught_by_the_whole_network_check():
+    """The criterion can fail: a kernel embedded one column off changes the outputs far beyond 1e-5."""
+    torch.manual_seed(0)
+    model = realistic_bn(repvgg8())
+    x = torch.randn(2, 3, 32, 32)
+    block = model.block0[0] if hasattr(model, "block0") else next(m for m in model.modules() if isinstance(m, AMBB))
+    with torch.no_grad():
+        y = model(x)
+        k, b = block.get_equivalent_kernel_bias()
+        convert_to_deploy(model)
+        block.tdb_reparam.weight.copy_(torch.roll(k, 1, dims=3))
+        assert (model(x) - y).abs().max().item() > 1e-3
+
+
+def _train_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    model = realistic_bn(represnet20())
+    save_checkpoint({"epoch": 1, "model": model.state_dict()}, path)
+    return model
+
+
+def test_convert_and_validation_round_trip(tiny_cifar, tmp_path, capsys):
+    last = str(tmp_path / "represnet20_last.pth")
+    deploy = str(tmp_path / "represnet20_deploy.pth")
+    model = _train_checkpoint(last)
+    res = convert.main(["--arch", "represnet20", "--blocktype", "AMBB", "--load", last, "--save", deploy])
+    assert res["params_before"] == 997_684 and res["params_after"] == 277_636
+    assert res["max_abs_diff"] < 1e-5
+    state = load_checkpoint(deploy)  # weights_only load
+    assert set(state) == {"model"}
+    assert any(k.endswith("tdb_reparam.weight") for k in state["model"])
+    assert not any("duplicate" in k for k in state["model"])
+    fused_keys = set(build_model("represnet20", deploy=True).state_dict())
+    assert set(state["model"]) == fused_keys
+
+    data = ["--dataset", "cifar100", "--data_root", tiny_cifar, "--device", "cpu"]
+    v_dep = validation.main(["--model", "represnet20", "--model_path", deploy, "--blocktype", "AMBB",
+                             "--deploy_flag", "True"] + data)
+    v_train = validation.main(["--model", "represnet20", "--model_path", last, "--blocktype", "AMBB",
+                               "--deploy_flag", "False"] + data)
+    assert v_dep["deploy"] and not v_train["deploy"]
+    assert v_dep["params"] == 277_636 and v_train["params"] == 997_684
+    assert v_dep["acc"] == v_train["acc"] and v_dep["acc_top5"] == v_train["acc_top5"]
+    assert v_dep["loss"] == pytest.approx(v_train["loss"], abs=1e-5)
+    # left out, the form is read from the keys; the README's older block name is accepted
+    v_auto = validation.main(["--model", "represnet20", "--model_path", deploy, "-t", "ACTDB"] + data)
+    assert v_auto["deploy"] and v_auto["acc"] == v_dep["acc"]
+    # a real boolean: False builds the multi-branch model, which a fused file does not fit
+    with pytest.raises(ValueError, match="does not fit architecture 'represnet20'"):
+        validation.main(["--model", "represnet20", "--model_path", deploy, "--deploy_flag", "False"] + data)
+    with pytest.raises(ValueError, match="does not fit"):
+        validation.main(["--model", "represnet20", "--model_path", last, "--deploy_flag", "True"] + data)
+    assert "top-1" in capsys.readouterr().out
+
+    # the deploy weights reproduce the trained model's logits in eval mode
+    fused = build_model("represnet20", deploy=True)
+    fused.load_state_dict(state["model"])
+    fused.eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (fused(x) - model.eval()(x)).abs().max().item() < 1e-5
+
+
+def test_convert_reads_hdf5_state_dict_key_and_module_prefix(tmp_path):
+    model = _train_checkpoint(str(tmp_path / "unused.pth"), seed=3)
+    sd = model.state_dict()
+    h5 = str(tmp_path / "weights.hdf5")
+    with h5py.File(h5, "w") as f:
+        for k, v in sd.items():
+            f.create_dataset(k, data=v.numpy())
+    wrapped = str(tmp_path / "dp.pth")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, wrapped)
+    outs = []
+    for i, src in enumerate((h5, wrapped)):
+        dst = str(tmp_path / f"deploy_{i}.pth")
+        res = convert.main(["-a", "represnet20", "-t", "AMBB", "--load", src, "--save", dst])
+        assert res["max_abs_diff"] < 1e-5
+        outs.append(load_checkpoint(dst)["model"])
+    for k in outs[0]:
+        assert torch.equal(outs[0][k], outs[1][k]), k
+    with pytest.raises(FileNotFoundError):
+        convert.main(["-a", "represnet20", "--load", str(tmp_path / "none.pth"), "--save", str(tmp_path / "x.pth")])
+    assert not os.path.exists(tmp_path / "x.pth")
