@@ -14,11 +14,12 @@ def get_teacher_name(model_path: str) -> str:
     """RepDistiller's rule: the architecture is the start of the checkpoint's folder name.
 
     ``.../resnet32x4_vanilla/ckpt_epoch_240.pth`` gives ``resnet32x4``; WRN names span three tokens
-    (``wrn_40_2_vanilla`` gives ``wrn_40_2``).
+    (``wrn_40_2_vanilla`` gives ``wrn_40_2``; likewise ``mywrn_16_2``).
     """
     folder = os.path.basename(os.path.dirname(os.path.abspath(model_path)))
     segments = folder.split("_")
-    name = "_".join(segments[:3]) if segments[0] == "wrn" else segments[0]
+    # WRN names span three tokens (wrn_40_2), and so do EMKD's mywrn_40_2
+    name = "_".join(segments[:3]) if segments[0] in ("wrn", "mywrn") else segments[0]
     if name not in model_dict:
         raise ValueError(f"cannot tell the teacher architecture from the folder name '{folder}' "
                          f"(parsed '{name}'); pass --model_t with one of: {', '.join(sorted(model_dict))}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# RepDistiller's CIFAR-100 distillation lines (teacher resnet32x4, student resnet8x4), plus DKD.
+# RepDistiller's CIFAR-100 distillation lines (teacher resnet32x4, student resnet8x4), plus ICKD-C and DKD.
 # Fetch the teachers first: bash scripts/fetch_pretrained_teachers.sh
 # Extra arguments go to every run, e.g.:  bash scripts/run_cifar_distill.sh --epochs 1
 set -euo pipefail
@@ -36,5 +36,8 @@ S=resnet8x4
 "$PY" train_student.py --path_t $T --distill crd --model_s $S -a 0 -b 0.8 --trial 1 "$@"
 # CRD+KD
 "$PY" train_student.py --path_t $T --distill crd --model_s $S -a 1 -b 0.8 --trial 1 "$@"
+# ICKD-C without and with KL (ICKD's README)
+"$PY" train_student.py --path_t $T --distill ickd --model_s $S -a 0 -b 2.5 --trial 1 "$@"
+"$PY" train_student.py --path_t $T --distill ickd --model_s $S -a 1 -b 2.5 --trial 1 "$@"
 # DKD (mdistiller's CIFAR recipe: CE 1, alpha 1, beta 8, T 4, 20-epoch warm-up)
 "$PY" train_student.py --path_t $T --distill dkd --model_s $S -r 1 -a 0 -b 1 --dkd_alpha 1 --dkd_beta 8 --trial 1 "$@"

@@ -14,7 +14,7 @@ from dataset.cifar import write_cifar_format
 from helper.checkpoint import save_checkpoint
 from models import build_model
 
-METHODS = [m for m in distiller_zoo.available() if m not in ("ce", "ickd", "kdrefine")]
+METHODS = [m for m in distiller_zoo.available() if m not in ("ce", "byot")]
 PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"), ("ResNet50", "MobileNetV2"),
          ("resnet32x4", "ShuffleV2")]
 # RepDistiller's FSP needs equal channel counts stage by stage

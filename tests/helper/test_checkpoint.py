@@ -73,6 +73,7 @@ def test_no_state_dict_and_missing_file(tmp_path):
     ("save/models/resnet32x4_vanilla/ckpt_epoch_240.pth", "resnet32x4"),
     ("save/models/wrn_40_2_vanilla/ckpt_epoch_240.pth", "wrn_40_2"),
     ("save/models/ResNet50_vanilla/ckpt_epoch_240.pth", "ResNet50"),
+    ("save/models/mywrn_16_2_cifar100_lr_0.05_decay_0.0005_trial_0/ckpt_epoch_240.pth", "mywrn_16_2"),
     ("save/models/MobileNetV2_cifar100_lr_0.01_decay_0.0005_trial_0/MobileNetV2_best.pth", "MobileNetV2"),
     ("save/models/resnet110_cifar100_lr_0.05_decay_0.0005_trial_0/ckpt_epoch_240.pth", "resnet110"),
 ])

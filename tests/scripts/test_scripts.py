@@ -40,6 +40,7 @@ def test_run_cifar_distill_has_repdistiller_lines():
                      "pkt": 30000, "abound": 1, "factor": 200, "fsp": 50, "nst": 50}
     for method, beta in expected_beta.items():
         assert table[method] == [(None, 0.0, beta)], method
+    assert table["ickd"] == [(None, 0.0, 2.5), (None, 1.0, 2.5)]
     assert "dkd" in table
 
 
