@@ -79,7 +79,7 @@ class ResNet(nn.Module):
     """``depth`` = 6n+2 (basic) or 9n+2 (bottleneck); ``num_filters`` = [stem, stage1..3]."""
 
     def __init__(self, depth: int, num_filters: Sequence[int], block_name: str = "basicblock",
-                 num_classes: int = 10):
+                 num_classes: int = 10, stage_blocks: Sequence[int] | None = None):
         super().__init__()
         kind = block_name.lower()
         if kind == "basicblock":
@@ -97,9 +97,11 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, num_filters[0], kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(num_filters[0])
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(block, num_filters[1], n)
-        self.layer2 = self._make_layer(block, num_filters[2], n, stride=2)
-        self.layer3 = self._make_layer(block, num_filters[3], n, stride=2)
+        # EMKD's students (models/myresnet.py) give a block count per stage instead of n everywhere
+        blocks = list(stage_blocks) if stage_blocks is not None else [n, n, n]
+        self.layer1 = self._make_layer(block, num_filters[1], blocks[0])
+        self.layer2 = self._make_layer(block, num_filters[2], blocks[1], stride=2)
+        self.layer3 = self._make_layer(block, num_filters[3], blocks[2], stride=2)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
 
         for m in self.modules():
