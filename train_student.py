@@ -16,6 +16,15 @@ Seed-method options:
   ``--block_depth 3,7,2`` and their run folder names carry it (``S_myresnet20_3-7-2_T_...``; MC runs end the
   method with ``_mc``). ``--test 1`` only evaluates the student checkpoint given by ``--path_s`` (or, as in
   EMKD, by ``--path_t``) and exits.
+* BYOT: ``--distill byot --model_s multi_resnet18_kd`` (or ``multi_resnet50_kd``) self-distils a multi-exit
+  student; no ``--path_t``. Its recipe (200 epochs, lr 0.1 x0.1 after 75/130/180, batch 128, T 3,
+  ``--data_norm byot``) fills every option not given. All four classifiers (and their ensemble) are logged
+  each epoch; the end of the run prints them at the best epoch of classifier 4/4.
+* CheckpointKD: ``--path_t a.pth,b.pth`` averages the teachers' logits (``--teacher_weights``), or
+  ``--path_t RUN_DIR --teacher_epochs 60,120`` picks snapshots of one teacher run; works with every method
+  (feature methods use the first teacher's features, ``--teacher_feat_index``). ``--distill checkpointkd`` is
+  KD with its loss (0.5 CE + 0.5 T^2 KL, T 5) and recipe; ``--teacher_bn train`` and ``--teacher_scale``
+  reproduce the reference's teacher BN mode and KL variant.
 """
 from __future__ import annotations
 
@@ -30,11 +39,14 @@ import distiller_zoo
 from dataset import build_dataset
 from distiller_zoo import DistillContext, MilestoneChecking
 from helper.checkpoint import load_weights
+from helper.ensemble import load_teacher_set
+from helper.logging import read_metrics
 from helper.loops import fit, validate
+from helper.multihead import best_epoch_row, exit_keys, exits_table
 from helper.options import (_finish, parse_student_options, resolve_loss_weights,  # noqa: F401
                             student_parser, student_run_name)
+from helper.recipe import apply_recipe, explicit_dests, set_normalization
 from helper.run import place_model, setup_run, write_summary
-from helper.teacher import load_teacher
 from models import accepts, build_model, model_dict
 from models.ambb import normalize_block_type
 
@@ -72,7 +84,12 @@ def check_block_depth_applies(model_name: str, depth) -> None:
 
 
 def parse_options(argv=None, parser=None):
-    opt = (parser or student_parser()).parse_args(argv)
+    parser = parser or student_parser()
+    opt = parser.parse_args(argv)
+    # a method's reference recipe (BYOT, CheckpointKD) replaces toolkit defaults the user did not override
+    recipe = getattr(distiller_zoo.REGISTRY.get(opt.distill), "recipe", None)
+    if recipe:
+        opt.recipe_applied = ",".join(sorted(apply_recipe(opt, recipe, explicit_dests(parser, argv))))
     return finish_options(opt)
 
 
@@ -90,6 +107,8 @@ def run_folder_name(opt, student) -> str:
         named.model_s = f"{opt.model_s}_{'-'.join(str(d) for d in depth)}"
     if getattr(opt, "mc", 0):
         named.distill = f"{opt.distill}_mc"
+    # snapshot/ensemble teachers are named by their epochs (CheckpointKD); self-distillation has no teacher
+    named.model_t = getattr(opt, "teacher_tag", None) or opt.model_t or "self"
     return student_run_name(named)
 
 
@@ -100,19 +119,24 @@ def build_distillation(opt, data, device):
         raise ValueError(f"unknown --distill '{opt.distill}'; choose one of: {', '.join(names)}")
     cls = distiller_zoo.REGISTRY[opt.distill]
     resolve_loss_weights(opt, cls.default_weights)
-    if not opt.path_t:
-        raise ValueError("--path_t is required: the teacher checkpoint to distill from "
-                         "(train one with train_teacher.py)")
-    opt.model_t, teacher = load_teacher(opt.path_t, data.num_classes, device, opt.model_t)
-    teacher = place_model(teacher, device)
+    teacher, feat_t = None, None
+    if cls.needs_teacher:
+        opt.model_t, teacher, opt.teacher_tag = load_teacher_set(opt, data.num_classes, device)
+        teacher = place_model(teacher, device)
+    elif opt.path_t or opt.teacher_epochs:
+        raise ValueError(f"--distill {opt.distill} trains without a teacher; leave out --path_t/--teacher_epochs")
+    else:
+        opt.model_t = None
     student = place_model(build_student(opt, data.num_classes), device)
     # RepDistiller sizes the extra modules from one dummy forward of both networks in eval mode.
     probe = torch.randn(2, *data.train.images.shape[1:], device=device)
     student.eval()
     with torch.no_grad():
         feat_s, _ = student(probe, is_feat=True, preact=cls.needs_preact)
-        feat_t, _ = teacher(probe, is_feat=True, preact=cls.needs_preact)
-    ctx = DistillContext(opt, student, teacher, list(feat_s), list(feat_t), train_targets=data.train.targets,
+        if teacher is not None:
+            feat_t, _ = teacher(probe, is_feat=True, preact=cls.needs_preact)
+            feat_t = list(feat_t)
+    ctx = DistillContext(opt, student, teacher, list(feat_s), feat_t, train_targets=data.train.targets,
                          num_classes=data.num_classes, device=device)
     distiller = cls(ctx)
     if getattr(opt, "mc", 0):
@@ -151,21 +175,50 @@ def main(argv=None, data=None):
         torch.backends.cudnn.benchmark = not deterministic
     if data is None:
         data = build_dataset(opt.dataset, opt.data_root, device)
+    set_normalization(data, opt.data_norm)
     if opt.test:
         return evaluate_only(opt, data, device)
     teacher, student, distiller = build_distillation(opt, data, device)
     run_dir = os.path.join(opt.save_dir, "student_model", run_folder_name(opt, student))
-    teacher_eval = validate(teacher, data.test, opt, device)
-    print(f"teacher {opt.model_t}: test acc {teacher_eval['acc']:.2f} (top5 {teacher_eval['acc_top5']:.2f})",
-          flush=True)
+    teacher_name = getattr(opt, "teacher_tag", None) or opt.model_t
+    summary = {}
+    if teacher is not None:
+        teacher_eval = validate(teacher, data.test, opt, device)
+        summary["teacher_acc"] = teacher_eval["acc"]
+        print(f"teacher {opt.model_t}: test acc {teacher_eval['acc']:.2f} (top5 {teacher_eval['acc_top5']:.2f})",
+              flush=True)
+    else:
+        teacher_name = "itself"
+    if getattr(opt, "recipe_applied", ""):
+        print(f"'{opt.distill}' recipe for options not given: "
+              + ", ".join(f"{k}={getattr(opt, k)}" for k in opt.recipe_applied.split(",")), flush=True)
     extra = f", milestone checking x{distiller.mc_weight} {distiller.stage_weights}" if opt.mc else ""
-    print(f"distilling {opt.model_t} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
+    print(f"distilling {teacher_name} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
           f"b={opt.beta}{extra}) on {device}; output: {run_dir}", flush=True)
     result = fit(opt, data, student, distiller, run_dir, opt.model_s, device, teacher=teacher)
-    write_summary(run_dir, opt, teacher_acc=teacher_eval["acc"], **result)
+    summary.update(run_summary(run_dir))
+    write_summary(run_dir, opt, **summary, **result)
     print(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")
+    if "best_exits" in summary:
+        best = {"epoch": summary["best_epoch"], **summary["best_exits"]}
+        print(f"every exit at the best epoch of the deepest one:\n{exits_table(best)}", flush=True)
     result["run_dir"] = run_dir
     return result
+
+
+def run_summary(run_dir: str) -> dict:
+    """Numbers the seed methods report: CheckpointKD's best test accuracy over the last 10 epochs, and for
+    multi-exit students (BYOT) every exit at the epoch where the deepest one was best."""
+    rows = [r for r in read_metrics(run_dir) if r.get("stage", "train") == "train" and "test_acc" in r]
+    if not rows:
+        return {}
+    out = {"best_acc_last10": max(r["test_acc"] for r in rows[-10:])}
+    best = best_epoch_row(rows)
+    keys = exit_keys(best)
+    if keys:
+        out["best_epoch"] = best["epoch"]
+        out["best_exits"] = {k: best[k] for k in keys}
+    return out
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
     python train_teacher.py --model resnet32x4
     python train_teacher.py --model resnet8 --dataset digits --epochs 30
 
+CheckpointKD keeps teacher snapshots with ``--save_freq 20`` (``ckpt_epoch_20.pth``, ``ckpt_epoch_40.pth``, ...;
+its recipe adds ``--learning_rate 0.1 --lr_decay_epochs 60,120,180 --epochs 200 --batch_size 128 --nesterov``).
+
 ``--blocktype`` builds the rep* models with that block (training-time form; fuse with convert.py) and
 ``--block_depth 3,7,2`` sets the blocks per stage of my* models, whose folder name then carries the depth
 (``myresnet20_3-7-2_cifar100_lr_...``).
@@ -16,6 +19,7 @@ from dataset import build_dataset
 from distiller_zoo import DistillContext, build_distiller
 from helper.loops import fit
 from helper.options import parse_teacher_options
+from helper.recipe import set_normalization
 from helper.run import place_model, setup_run, write_summary
 from models import build_model
 from models.ambb import normalize_block_type
@@ -26,6 +30,7 @@ def main(argv=None):
     opt = parse_teacher_options(argv)
     device = setup_run(opt)
     data = build_dataset(opt.dataset, opt.data_root, device)
+    set_normalization(data, opt.data_norm)
     opt.blocktype = normalize_block_type(opt.blocktype)
     opt.block_depth = parse_block_depth_arg(opt.block_depth)
     check_block_depth_applies(opt.model, opt.block_depth)

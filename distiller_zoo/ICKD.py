@@ -89,6 +89,8 @@ def _is_wrn(model: nn.Module) -> bool:
 
 def ickd_tap(model: nn.Module) -> Optional[OutputTap]:
     """A hook on the module whose output is ICKD's penultimate map, or None when ``feat[-2]`` is it."""
+    # an ensemble teacher (helper/ensemble.py) takes its features from one member network
+    model = getattr(model, "feature_model", model)
     if _is_wrn(model):
         # The WRN head computes relu(bn1(block3 output)) with this ReLU and uses it nowhere else.
         return OutputTap(model.relu)

@@ -22,3 +22,5 @@ from .CRD import CRD  # noqa: F401
 from .ICKD import ICKD, ickd_loss  # noqa: F401
 from .KDrefine import KDrefine, normalize_logits  # noqa: F401
 from .milestone import MilestoneChecking, milestone_loss  # noqa: F401
+from .BYOT import BYOT, byot_terms  # noqa: F401
+from .CheckpointKD import CheckpointKD  # noqa: F401

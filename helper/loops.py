@@ -15,6 +15,7 @@ from distiller_zoo.base import Batch, Distiller, Outputs
 from .checkpoint import (latest_checkpoint, load_checkpoint, options_dict, restore_rng_state, rng_state,
                          save_checkpoint)
 from .logging import RunLogger, progress
+from .multihead import evaluate_exits, is_multi_exit
 from .util import adjust_learning_rate, correct_topk
 
 
@@ -48,6 +49,10 @@ def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, 
     distiller.train()
     if teacher is not None:
         teacher.eval()
+        # a teacher wrapper may run (part of) itself in train mode while distilling (CheckpointKD's --teacher_bn)
+        begin = getattr(teacher, "begin_epoch", None)
+        if begin is not None:
+            begin(epoch, opt.epochs)
     weights = loss_weights(opt)
     n_steps = data.num_batches(opt.batch_size)
     bar = progress(n_steps, f"epoch {epoch}")
@@ -87,12 +92,19 @@ def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, 
            "train_acc_top5": (sums["top5"] * 100.0 / seen).item()}
     for k, v in term_sums.items():
         out[f"loss_{k}"] = (v / seen).item()
+    out.update(distiller.epoch_metrics())
     return out
 
 
 @torch.no_grad()
 def validate(model: nn.Module, split, opt, device: torch.device) -> Dict[str, float]:
-    """Top-1, top-5 (percent) and mean cross-entropy on an evaluation split."""
+    """Top-1, top-5 (percent) and mean cross-entropy on an evaluation split.
+
+    Multi-exit models (``exit_logits``) are scored by their deepest exit, plus ``acc_c1..`` per exit and
+    ``acc_ensemble``.
+    """
+    if is_multi_exit(model):
+        return evaluate_exits(model, split, opt, device, autocast_for(opt, device), prepare_input)
     model.eval()
     loss = torch.zeros((), device=device)
     c1 = torch.zeros((), device=device)
@@ -151,7 +163,7 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
 def _optimizer_for(student: nn.Module, distiller: Distiller, opt):
     trainable = nn.ModuleList([student] + list(distiller.trainable_modules()))
     return torch.optim.SGD(trainable.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
-                           weight_decay=opt.weight_decay)
+                           weight_decay=opt.weight_decay, nesterov=bool(getattr(opt, "nesterov", False)))
 
 
 def fit(opt, data, student: nn.Module, distiller: Distiller, run_dir: str, model_name: str,
@@ -199,6 +211,8 @@ def fit(opt, data, student: nn.Module, distiller: Distiller, run_dir: str, model
         test = validate(student, data.test, opt, device)
         row = {"epoch": epoch, "lr": lr, **train, "test_acc": test["acc"], "test_acc_top5": test["acc_top5"],
                "test_loss": test["loss"], "epoch_time": t_train}
+        extra = {f"test_{k}": v for k, v in test.items() if k not in ("acc", "acc_top5", "loss")}
+        row.update(extra)
         improved = test["acc"] > best_acc
         best_acc = max(best_acc, test["acc"])
         row["best_acc"] = best_acc
@@ -206,12 +220,14 @@ def fit(opt, data, student: nn.Module, distiller: Distiller, run_dir: str, model
         logger.print(f"epoch {epoch}/{opt.epochs}  lr {lr:.5g}  train loss {train['train_loss']:.4f}  "
                      f"train acc {train['train_acc']:.2f}  test acc {test['acc']:.2f}  "
                      f"(top5 {test['acc_top5']:.2f})  best {best_acc:.2f}  {t_train:.1f}s")
+        if extra:
+            logger.print("  " + "  ".join(f"{k[5:]} {v:.2f}" for k, v in extra.items()))
         full = {"epoch": epoch, "model": student.state_dict(), "accuracy": test["acc"], "best_acc": best_acc,
                 "optimizer": optimizer.state_dict(), "distiller": distiller.state_dict(),
                 "opt": options_dict(opt), "rng": rng_state()}
         if improved:
-            save_checkpoint({"epoch": epoch, "model": student.state_dict(), "best_acc": best_acc},
-                            os.path.join(run_dir, f"{model_name}_best.pth"))
+            save_checkpoint({"epoch": epoch, "model": student.state_dict(), "best_acc": best_acc,
+                             "opt": options_dict(opt)}, os.path.join(run_dir, f"{model_name}_best.pth"))
         if opt.save_freq > 0 and epoch % opt.save_freq == 0:
             save_checkpoint(full, os.path.join(run_dir, f"ckpt_epoch_{epoch}.pth"))
         save_checkpoint(full, os.path.join(run_dir, f"{model_name}_last.pth"))

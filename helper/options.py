@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .recipe import NORMALIZATIONS
 from .util import default_learning_rate
 
 
@@ -35,7 +36,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr_decay_rate", type=float, default=0.1)
     g.add_argument("--weight_decay", type=float, default=5e-4)
     g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", type=str2bool, nargs="?", const=True, default=False,
+                   help="Nesterov momentum (CheckpointKD's SGD; RepDistiller uses plain momentum)")
     g.add_argument("--dataset", type=str, default="cifar100", choices=["cifar100", "cifar10", "digits"])
+    g.add_argument("--data_norm", type=str, default="default", choices=sorted(NORMALIZATIONS),
+                   help="input mean/std: the data set's own (default), or a preset such as 'byot' (the CIFAR-10 "
+                        "constants BYOT applies to CIFAR-100)")
     t = p.add_argument_group("toolkit options")
     t.add_argument("--data_root", type=str, default="./data", help="folder holding cifar-100-python/ etc.")
     t.add_argument("--save_dir", type=str, default="./save", help="root of the output folders")
@@ -93,9 +99,12 @@ def student_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--init_epochs", type=int, default=30, help="init-stage epochs (abound, factor, fsp)")
     p.add_argument("--model_s", type=str, default="resnet8")
-    p.add_argument("--path_t", type=str, default=None, help="teacher checkpoint")
+    p.add_argument("--path_t", type=str, default=None,
+                   help="teacher checkpoint; several comma-separated ones average their logits (CheckpointKD); "
+                        "with --teacher_epochs, the teacher's run folder")
     p.add_argument("--model_t", type=str, default=None,
-                   help="teacher architecture (default: parsed from the --path_t folder name)")
+                   help="teacher architecture (default: parsed from the --path_t folder name); comma-separated "
+                        "for one per --path_t checkpoint")
     p.add_argument("--distill", type=str, default="kd")
     p.add_argument("--trial", type=str, default="1", help="trial id")
     p.add_argument("-r", "--gamma", type=float, default=None, help="weight for classification (default 1)")
@@ -127,6 +136,20 @@ def student_parser() -> argparse.ArgumentParser:
     e.add_argument("--test", type=int, default=0, choices=[0, 1],
                    help="1: only evaluate a trained student (--path_s, else --path_t as in EMKD) and exit")
     e.add_argument("--path_s", type=str, default=None, help="student checkpoint for --test 1")
+    c = p.add_argument_group("CheckpointKD teachers (snapshots and logit ensembles; any --distill method)")
+    c.add_argument("--teacher_epochs", type=str, default=None,
+                   help="use the ckpt_epoch_N.pth snapshots of these epochs (e.g. 60,120) of the run folder "
+                        "--path_t; several are averaged")
+    c.add_argument("--teacher_weights", type=str, default=None,
+                   help="weights of the teachers' logits, comma-separated (normalised; default uniform)")
+    c.add_argument("--teacher_feat_index", type=int, default=0,
+                   help="which teacher's features feature-based methods use (default the first)")
+    c.add_argument("--teacher_bn", type=str, default="eval", choices=["eval", "train", "train_always"],
+                   help="teacher BatchNorm while distilling: eval (running stats), train (CheckpointKD: batch stats "
+                        "until its first validation at epoch epochs-9, then eval), train_always")
+    c.add_argument("--teacher_scale", type=str2bool, nargs="?", const=True, default=False,
+                   help="CheckpointKD's teacher_scale KL: T * KL(softmax(z_t/T) || softmax(z_s)) instead of "
+                        "T^2 * KL at temperature T on both sides")
     return p
 
 

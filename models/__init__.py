@@ -19,6 +19,8 @@ from .resnet import (resnet8, resnet8x4, resnet14, resnet20, resnet32, resnet32x
                      resnet56, resnet110)
 from .resnetv2 import ResNet50
 from .extra import EXTRA_MODELS
+from .mobilenetv2_widths import MOBILENETV2_WIDTH_MODELS
+from .multi_resnet import BYOT_MODELS
 from .ShuffleNetv1 import ShuffleV1
 from .ShuffleNetv2 import ShuffleV2
 from .vgg import vgg8, vgg11, vgg13, vgg16, vgg19
@@ -51,6 +53,9 @@ model_dict: Dict[str, Callable[..., nn.Module]] = {
 # KDrefine re-parameterisable students (represnet*, repvgg8, repmobilenetv2) and EMKD's variable-depth
 # students (myresnet*, mywrn_*).
 model_dict.update(EXTRA_MODELS)
+# BYOT's multi-exit ResNet18/50 and CheckpointKD's MobileNetV2 widths (mobilenetv2_035/05/075, mobilenetv2).
+model_dict.update(BYOT_MODELS)
+model_dict.update(MOBILENETV2_WIDTH_MODELS)
 
 # Architecture options that only some families understand. The entry scripts pass them for every model
 # (they come from command-line flags), so a constructor that does not name one simply does not get it.
