@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -30,6 +29,8 @@ from models.ambb import convert_to_deploy, normalize_block_type
 HDF5_SUFFIXES = (".hdf5", ".h5")
 _CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "linear.weight")
 
+
+from helper.run import run_cli  # noqa: E402
 
 def read_hdf5(path: str) -> Dict[str, torch.Tensor]:
     """One tensor per data set; nested groups are joined with '.' (state-dict keys are flat names)."""
@@ -142,7 +143,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

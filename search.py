@@ -46,7 +46,7 @@ from dataset import DataBundle, TensorImageSet, build_dataset
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.loops import validate
 from helper.options import student_parser
-from helper.run import place_model
+from helper.run import place_model, run_cli
 from helper.teacher import get_teacher_name
 from helper.util import select_device
 from models import build_model
@@ -263,7 +263,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from typing import Optional
 
 import torch
@@ -46,7 +45,7 @@ from helper.multihead import best_epoch_row, exit_keys, exits_table
 from helper.options import (_finish, parse_student_options, resolve_loss_weights,  # noqa: F401
                             student_parser, student_run_name)
 from helper.recipe import apply_recipe, explicit_dests, set_normalization
-from helper.run import place_model, setup_run, write_summary
+from helper.run import place_model, setup_run, write_summary, run_cli
 from models import accepts, build_model, model_dict
 from models.ambb import normalize_block_type
 
@@ -222,7 +221,4 @@ def run_summary(run_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

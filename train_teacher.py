@@ -13,14 +13,13 @@ its recipe adds ``--learning_rate 0.1 --lr_decay_epochs 60,120,180 --epochs 200 
 from __future__ import annotations
 
 import os
-import sys
 
 from dataset import build_dataset
 from distiller_zoo import DistillContext, build_distiller
 from helper.loops import fit
 from helper.options import parse_teacher_options
 from helper.recipe import set_normalization
-from helper.run import place_model, setup_run, write_summary
+from helper.run import place_model, setup_run, write_summary, run_cli
 from models import build_model
 from models.ambb import normalize_block_type
 from train_student import check_block_depth_applies, parse_block_depth_arg
@@ -53,7 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

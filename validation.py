@@ -22,7 +22,6 @@ unused ``downsample*_1`` modules.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from convert import build_for_state_dict, is_deployed, read_weights
 from dataset import build_dataset
@@ -31,7 +30,7 @@ from helper.loops import validate
 from helper.multihead import is_multi_exit
 from helper.options import str2bool
 from helper.recipe import NORMALIZATIONS, set_normalization
-from helper.run import place_model
+from helper.run import place_model, run_cli
 from helper.util import select_device
 from models.ambb import normalize_block_type
 from models.multi_resnet import BYOT_MODELS, drop_unused_downsample
@@ -93,7 +92,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

@@ -21,7 +21,6 @@ def str2bool(text) -> bool:
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    from dataset import DATASETS  # noqa: F401 - registration happens in build_dataset
     g = p.add_argument_group("RepDistiller options")
     g.add_argument("--print_freq", type=int, default=100, help="steps between progress updates")
     g.add_argument("--tb_freq", type=int, default=500, help="accepted for compatibility (unused, as upstream)")

@@ -32,3 +32,12 @@ def write_summary(run_dir: str, opt, **values) -> str:
     with open(path, "w") as f:
         json.dump({"options": options_dict(opt), **values}, f, indent=2)
     return path
+
+
+def run_cli(main) -> None:
+    """Entry-point wrapper: a bad input (unknown model, missing file, ...) ends with its message, not a trace."""
+    import sys
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 
 from models import build_model, model_dict
 

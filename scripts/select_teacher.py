@@ -58,6 +58,8 @@ from search import stratified_holdout, subset  # noqa: E402
 CRITERIA = ("score", "acc", "mi", "entropy", "-nll", "-ece")
 
 
+from helper.run import run_cli  # noqa: E402
+
 def knn_mutual_information(feats: torch.Tensor, labels: torch.Tensor, k: int = 3, chunk: int = 1024) -> float:
     """Ross (2014) estimate of I(F; Y) in nats for continuous ``feats`` (N, d) and discrete ``labels`` (N,).
 
@@ -220,7 +222,4 @@ def main(argv=None) -> Dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)

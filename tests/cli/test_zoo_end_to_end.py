@@ -1,7 +1,6 @@
 """Every --distill value through train_student.py, on pairs of different widths and depths."""
 import json
 import os
-import types
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-import torch.nn as nn
 
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
 from helper.teacher import get_teacher_name, load_teacher

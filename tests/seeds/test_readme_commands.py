@@ -13,7 +13,6 @@ import shlex
 import shutil
 
 import pytest
-import torch
 
 import convert
 import search
