@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # BYOT self-distillation (luanyunteng/pytorch-be-your-own-teacher) on CIFAR-100: multi-exit ResNet18 and ResNet50.
 # --distill byot brings the reference recipe (200 epochs, lr 0.1 x0.1 after 75/130/180, batch 128, T 3,
 # -r 0.9 -a 0.1 -b 1e-6, BYOT's normalisation constants); no teacher. The reference reports all four classifiers

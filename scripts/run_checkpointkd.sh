@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # CheckpointKD (LeapLabTHU/CheckpointKD, NeurIPS 2022) on CIFAR-100, the README's two experiments:
 #   1. "Full Teacher vs. Intermediate Teacher" (its --teacher_num 1): distil from the last snapshot of a teacher
 #      run, and from an intermediate one;

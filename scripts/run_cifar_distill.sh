@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # RepDistiller's CIFAR-100 distillation lines (teacher resnet32x4, student resnet8x4), plus ICKD-C and DKD.
 # Fetch the teachers first: bash scripts/fetch_pretrained_teachers.sh
 # Extra arguments go to every run, e.g.:  bash scripts/run_cifar_distill.sh --epochs 1

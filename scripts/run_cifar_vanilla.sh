@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # Train RepDistiller's six CIFAR-100 teachers (ResNet50 included, which RepDistiller's own script could not).
 # Extra arguments are passed to every run, e.g. --epochs 2 for a smoke test.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # EMKD (CRD-EMKD) scripts/search.sh: block composition search for myresnet20 under a resnet110 teacher with
 # CRD, without and with milestone checking (default --mc_weight 0.001). Each search trains up to six students.
 #   bash scripts/search_emkd.sh                       # candidates scored on a held-out 10% of the training set

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # Runs the whole test suite in the project's environment (created on first use).
 #   bash scripts/test.sh            # everything, slow end-to-end runs included
 #   bash scripts/test.sh -m "not slow"  # skip the slow end-to-end runs

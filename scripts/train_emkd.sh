@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs call these with sh
 # EMKD (CRD-EMKD) scripts/train.sh: every method alone (resnet110 -> resnet20) and with milestone checking
 # (resnet110 -> myresnet20 with the searched block depth 3,7,2), all with -a 0, as the reference.
 #   bash scripts/train_emkd.sh                      # all 13 pairs of runs

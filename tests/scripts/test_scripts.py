@@ -101,3 +101,12 @@ def test_fetch_offline_without_archive_says_what_to_do(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "missing: wrn_40_2" in err and "--tar" in err and "run_cifar_vanilla.sh" in err
+
+
+def test_scripts_run_under_sh_as_the_seed_readmes_call_them():
+    import subprocess
+    import sys
+    proc = subprocess.run(["sh", "scripts/run_cifar_vanilla.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PY": sys.executable}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("usage:") == 6  # one help text per teacher line
