@@ -42,9 +42,9 @@ def loss_weights(opt) -> Dict[str, float]:
     return {"ce": float(opt.gamma), "kl": float(opt.alpha), "kd": float(opt.beta)}
 
 
-def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, optimizer,
-                    opt, device: torch.device, teacher: Optional[nn.Module] = None) -> Dict[str, float]:
-    """One pass over the shuffled training split. Sums stay on the device; one sync per epoch."""
+def begin_train_epoch(epoch: int, student: nn.Module, distiller: Distiller, opt,
+                      teacher: Optional[nn.Module] = None) -> None:
+    """Train/eval modes for one training epoch (the student and distiller train, the teacher is frozen)."""
     student.train()
     distiller.train()
     if teacher is not None:
@@ -53,6 +53,35 @@ def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, 
         begin = getattr(teacher, "begin_epoch", None)
         if begin is not None:
             begin(epoch, opt.epochs)
+
+
+def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distiller, optimizer, opt,
+               device: torch.device, weights: Dict[str, float], teacher: Optional[nn.Module] = None):
+    """One optimisation step on ``batch``: forward(s), weighted loss, backward, optimizer step.
+
+    Returns ``(batch, out_s, terms, loss)``; ``batch`` carries the input as the networks saw it.
+    train_one_epoch and scripts/benchmark.py both run exactly this.
+    """
+    x = prepare_input(batch.x, device)
+    batch = Batch(x, batch.y, batch.index)
+    with autocast_for(opt, device):
+        out_s = forward(student, x, distiller.needs_feats, distiller.needs_preact)
+        out_t = None
+        if teacher is not None:
+            with torch.no_grad():
+                out_t = forward(teacher, x, distiller.needs_feats, distiller.needs_preact)
+        terms = distiller.loss(out_s, out_t, batch, epoch)
+        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return batch, out_s, terms, loss
+
+
+def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, optimizer,
+                    opt, device: torch.device, teacher: Optional[nn.Module] = None) -> Dict[str, float]:
+    """One pass over the shuffled training split. Sums stay on the device; one sync per epoch."""
+    begin_train_epoch(epoch, student, distiller, opt, teacher)
     weights = loss_weights(opt)
     n_steps = data.num_batches(opt.batch_size)
     bar = progress(n_steps, f"epoch {epoch}")
@@ -61,19 +90,8 @@ def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, 
     term_sums: Dict[str, torch.Tensor] = {}
     seen = 0
     for step, batch in enumerate(data.train_batches(opt.batch_size, opt.seed, epoch)):
-        x = prepare_input(batch.x, device)
-        batch = Batch(x, batch.y, batch.index)
-        with autocast_for(opt, device):
-            out_s = forward(student, x, distiller.needs_feats, distiller.needs_preact)
-            out_t = None
-            if teacher is not None:
-                with torch.no_grad():
-                    out_t = forward(teacher, x, distiller.needs_feats, distiller.needs_preact)
-            terms = distiller.loss(out_s, out_t, batch, epoch)
-            loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        batch, out_s, terms, loss = train_step(batch, epoch, student, distiller, optimizer, opt, device, weights,
+                                               teacher)
         bs = batch.y.shape[0]
         seen += bs
         c1, c5 = correct_topk(out_s.logits.detach(), batch.y, (1, 5))

@@ -1,0 +1,297 @@
+"""Training throughput: images/s and ms/step for teacher training and for distillation methods.
+
+    python scripts/benchmark.py --model_t resnet56 --model_s resnet20 --device cuda
+    python scripts/benchmark.py --device cpu --warmup 2 --steps 5 --methods kd,crd --pipeline both
+
+Each row times ``--steps`` optimisation steps (after ``--warmup`` untimed ones) of exactly the toolkit's step
+(``helper.loops.train_step``: forward of student and teacher, the method's loss, backward, SGD), with the
+networks, distiller and optimizer built as train_teacher.py / train_student.py build them. The teacher has
+random weights (saved to a temporary ``<arch>_vanilla/ckpt_epoch_240.pth`` and loaded the usual way); the
+speed does not depend on them.
+
+Pipelines (``--pipeline``):
+
+* ``ours``: the toolkit's batches, ``TensorImageSet.train_batches`` (uint8 set on the device, whole-batch
+  crop/flip/normalise there);
+* ``dataloader``: RepDistiller's input path, a ``torch.utils.data.DataLoader`` (``--num_workers``) over the
+  same uint8 images as PIL images with per-image torchvision transforms (RandomCrop(32, padding=4),
+  RandomHorizontalFlip, ToTensor, Normalize), copied to the device each step.
+
+The data is CIFAR-100 when ``cifar-100-python/`` is under ``--data_root``, otherwise a synthetic CIFAR-format
+uint8 set of ``--synthetic_n`` images made in memory (random pixels and labels; the output says which).
+Every timed step has a full batch. The projected time of the full recipe is
+``240 * ceil(50000 / batch_size) * ms/step`` (CIFAR-100's 50,000 training images; training steps only, no
+evaluation). Writes ``--out`` (markdown table) and ``benchmark.json`` next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Dict, Iterator, List
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import train_student  # noqa: E402
+from dataset.cifar import CIFAR100_MEAN, CIFAR100_STD  # noqa: E402
+from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
+from distiller_zoo import DistillContext, build_distiller  # noqa: E402
+from distiller_zoo.base import Batch  # noqa: E402
+from helper.checkpoint import save_checkpoint  # noqa: E402
+from helper.loops import _optimizer_for, begin_train_epoch, loss_weights, train_step  # noqa: E402
+from helper.options import parse_teacher_options  # noqa: E402
+from helper.run import place_model  # noqa: E402
+from helper.util import select_device, set_seed  # noqa: E402
+from models import build_model  # noqa: E402
+
+METHODS = ("kd", "crd", "attention", "ickd", "kdrefine")
+RECIPE_EPOCHS = 240
+CIFAR_TRAIN = 50000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_t", default="resnet56", help="teacher architecture (random weights)")
+    p.add_argument("--model_s", default="resnet20", help="student architecture")
+    p.add_argument("--methods", default="teacher," + ",".join(METHODS),
+                   help="comma list of 'teacher' (plain CE on the teacher arch) and --distill methods")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--pipeline", default="both", choices=["ours", "dataloader", "both"])
+    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers (dataloader pipeline)")
+    p.add_argument("--data_root", default="./data", help="CIFAR-100 is used when present here")
+    p.add_argument("--synthetic_n", type=int, default=50000, help="images in the synthetic set (no CIFAR-100)")
+    p.add_argument("--nce_k", type=int, default=16384, help="CRD negatives (lower it for a small --synthetic_n)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA, as train_student.py --amp")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="save/benchmark/benchmark.md",
+                   help="markdown file (.md), or a folder for benchmark.md; benchmark.json is written next to it")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods:
+        p.error("--methods is empty")
+    if args.warmup < 0 or args.steps < 1 or args.batch_size < 1:
+        p.error("--steps and --batch_size must be >= 1, --warmup >= 0")
+    return args
+
+
+# ---------------------------------------------------------------- data
+
+def load_data(args, device) -> (DataBundle, str):
+    if os.path.isfile(os.path.join(args.data_root, "cifar-100-python", "train")):
+        data = build_dataset("cifar100", args.data_root, device)
+        return data, f"CIFAR-100 from '{args.data_root}' ({len(data.train)} train images)"
+    n = int(args.synthetic_n)
+    if n < args.batch_size:
+        raise ValueError(f"--synthetic_n {n} is smaller than --batch_size {args.batch_size}")
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 100  # every class present, as CIFAR-100 (CRD sizes its sampler from the labels)
+    y = y[torch.randperm(n, generator=g)]
+    train = TensorImageSet(x.to(device), y.to(device), CIFAR100_MEAN, CIFAR100_STD)
+    test = TensorImageSet(x[:2].to(device), y[:2].to(device), CIFAR100_MEAN, CIFAR100_STD)
+    return (DataBundle("cifar100", train, test, 100),
+            f"synthetic CIFAR-format uint8 set of {n} images (random pixels and labels; no CIFAR-100 under "
+            f"'{args.data_root}')")
+
+
+class PILImageSet(torch.utils.data.Dataset):
+    """RepDistiller's CIFAR100Instance: PIL image -> per-image transforms; returns (image, target, index)."""
+
+    def __init__(self, images_nchw: np.ndarray, targets: np.ndarray, transform):
+        self.images = np.ascontiguousarray(images_nchw.transpose(0, 2, 3, 1))  # HWC, as torchvision's CIFAR
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), int(self.targets[i]), i
+
+
+def dataloader_batches(data: DataBundle, args, device) -> Iterator[Batch]:
+    import torchvision.transforms as T
+    mean = data.train.mean.flatten().tolist()
+    std = data.train.std.flatten().tolist()
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    ds = PILImageSet(data.train.images.cpu().numpy(), data.train.targets.cpu().numpy(), transform)
+    workers = int(args.num_workers)
+    # persistent workers: the timed steps measure the steady state, not worker start-up at each epoch
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", drop_last=True,
+                                         persistent_workers=workers > 0)
+    non_blocking = device.type == "cuda"
+    for _ in itertools.count():
+        for x, y, idx in loader:
+            yield Batch(x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking),
+                        idx.to(device, non_blocking=non_blocking))
+
+
+def our_batches(data: DataBundle, args) -> Iterator[Batch]:
+    for epoch in itertools.count(1):
+        yield from data.train.train_batches(args.batch_size, args.seed, epoch, drop_last=True)
+
+
+# ---------------------------------------------------------------- models
+
+def build_teacher_training(args, data, device):
+    """As train_teacher.py: the teacher arch trained with the plain cross-entropy distiller 'ce'."""
+    opt = parse_teacher_options(["--model", args.model_t, "--batch_size", str(args.batch_size),
+                                 "--device", str(device), "--seed", str(args.seed)])
+    opt.amp = args.amp
+    model = place_model(build_model(opt.model, num_classes=data.num_classes), device)
+    opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
+    distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
+                                                     device=device)).to(device)
+    return opt, None, model, distiller
+
+
+def build_method(method, args, data, device, path_t):
+    """As train_student.py: its option parser and build_distillation with a teacher checkpoint."""
+    argv = ["--path_t", path_t, "--model_s", args.model_s, "--distill", method,
+            "--batch_size", str(args.batch_size), "--device", str(device), "--seed", str(args.seed),
+            "--nce_k", str(args.nce_k)]
+    if args.amp:
+        argv.append("--amp")
+    opt = train_student.parse_options(argv)
+    teacher, student, distiller = train_student.build_distillation(opt, data, device)
+    return opt, teacher, student, distiller
+
+
+def random_teacher_checkpoint(arch: str, num_classes: int, folder: str) -> str:
+    path = os.path.join(folder, f"{arch}_vanilla", f"ckpt_epoch_{RECIPE_EPOCHS}.pth")
+    save_checkpoint({"model": build_model(arch, num_classes=num_classes).state_dict(), "epoch": RECIPE_EPOCHS},
+                    path)
+    return path
+
+
+# ---------------------------------------------------------------- timing
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(batches: Iterator[Batch], opt, student, distiller, teacher, device, warmup: int, steps: int):
+    """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones."""
+    optimizer = _optimizer_for(student, distiller, opt)
+    weights = loss_weights(opt)
+    epoch = 1
+    begin_train_epoch(epoch, student, distiller, opt, teacher)
+    for _ in range(warmup):
+        train_step(next(batches), epoch, student, distiller, optimizer, opt, device, weights, teacher)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, _, loss = train_step(next(batches), epoch, student, distiller, optimizer, opt, device, weights,
+                                   teacher)
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    if not torch.isfinite(loss.detach()).item():
+        raise RuntimeError("the benchmark step produced a non-finite loss")
+    return elapsed
+
+
+def projected_hours(ms_per_step: float, batch_size: int) -> float:
+    return RECIPE_EPOCHS * math.ceil(CIFAR_TRAIN / batch_size) * ms_per_step / 1000.0 / 3600.0
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} torch threads)"
+
+
+def markdown(rows: List[Dict], header: Dict) -> str:
+    lines = [f"Device: {header['device_name']}; torch {header['torch']}, torchvision {header['torchvision']}; "
+             f"{header['model_t']} -> {header['model_s']}, batch {header['batch_size']}, "
+             f"{header['warmup']} warm-up + {header['steps']} timed steps; data: {header['data']}.", "",
+             f"Command: `{header['command']}`", "",
+             "| method | pipeline | ms/step | images/s | projected 240 epochs (h) | ours vs dataloader |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        speedup = f"{r['speedup']:.2f}x" if r.get("speedup") is not None else ""
+        lines.append(f"| {r['method']} | {r['pipeline']} | {r['ms_per_step']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{r['projected_hours']:.2f} | {speedup} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = select_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    set_seed(args.seed)
+    data, data_note = load_data(args, device)
+    print(f"benchmark on {device_name(device)}; data: {data_note}", flush=True)
+    pipelines = ["ours", "dataloader"] if args.pipeline == "both" else [args.pipeline]
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory(prefix="kd_benchmark_") as tmp:
+        path_t = random_teacher_checkpoint(args.model_t, data.num_classes, tmp)
+        for method in args.methods:
+            for pipeline in pipelines:
+                set_seed(args.seed)
+                if method == "teacher":
+                    opt, teacher, student, distiller = build_teacher_training(args, data, device)
+                else:
+                    opt, teacher, student, distiller = build_method(method, args, data, device, path_t)
+                batches = our_batches(data, args) if pipeline == "ours" else dataloader_batches(data, args, device)
+                try:
+                    elapsed = time_steps(batches, opt, student, distiller, teacher, device, args.warmup, args.steps)
+                finally:
+                    batches.close()  # ends the DataLoader's workers
+                ms = elapsed * 1000.0 / args.steps
+                row = {"method": method, "pipeline": pipeline, "ms_per_step": ms,
+                       "images_per_s": args.batch_size * args.steps / elapsed, "seconds": elapsed,
+                       "projected_hours": projected_hours(ms, args.batch_size), "speedup": None}
+                rows.append(row)
+                print(f"{method:>10} {pipeline:>10}: {ms:8.2f} ms/step  {row['images_per_s']:9.1f} images/s  "
+                      f"240 epochs ~{row['projected_hours']:.2f} h", flush=True)
+                del opt, teacher, student, distiller, batches
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    by_key = {(r["method"], r["pipeline"]): r for r in rows}
+    for r in rows:
+        other = by_key.get((r["method"], "dataloader"))
+        if r["pipeline"] == "ours" and other is not None:
+            r["speedup"] = other["ms_per_step"] / r["ms_per_step"]
+    import torchvision
+    header = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+              "torchvision": torchvision.__version__, "python": platform.python_version(),
+              "cuda": torch.version.cuda if device.type == "cuda" else None,
+              "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "model_t": args.model_t, "model_s": args.model_s, "batch_size": args.batch_size,
+              "warmup": args.warmup, "steps": args.steps, "num_workers": args.num_workers, "amp": args.amp,
+              "data": data_note, "synthetic": data_note.startswith("synthetic"),
+              "projection": f"{RECIPE_EPOCHS} * ceil({CIFAR_TRAIN} / batch_size) * ms_per_step"}
+    table = markdown(rows, header)
+    md_path = args.out if args.out.endswith(".md") else os.path.join(args.out, "benchmark.md")
+    out_dir = os.path.dirname(os.path.abspath(md_path))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(md_path, "w") as f:
+        f.write(table)
+    json_path = os.path.join(out_dir, "benchmark.json")
+    with open(json_path, "w") as f:
+        json.dump({**header, "rows": rows}, f, indent=2)
+    print("\n" + table, flush=True)
+    print(f"wrote {md_path} and {json_path}", flush=True)
+    return {**header, "rows": rows, "markdown": md_path, "json": json_path}
+
+
+if __name__ == "__main__":
+    main()
