@@ -7,12 +7,13 @@ table), and every conv/BN/ReLU sits at a fixed Sequential index (``conv.0`` .. `
 """
 from __future__ import annotations
 
-import math
 from typing import List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .init import init_fan_out_normal
 
 __all__ = ["MobileNetV2", "InvertedResidual", "mobilenetv2_T_w", "mobile_half"]
 
@@ -115,18 +116,7 @@ class MobileNetV2(nn.Module):
         return feats, logits
 
     def _initialize_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal(self)
 
 
 def mobilenetv2_T_w(T: int, W: float, num_classes: int = 100, **kwargs) -> MobileNetV2:

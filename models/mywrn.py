@@ -3,13 +3,13 @@
 Keys and layout follow RepDistiller's ``wrn.py`` (conv1, block{1,2,3}.layer.N,
 bn1, fc), so the nominal ``block_depth`` reproduces ``wrn_*`` exactly.
 """
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .myresnet import parse_block_depth
+from .init import init_fan_out_normal
 
 __all__ = ['MyWideResNet', 'mywrn_10_2', 'mywrn_16_1', 'mywrn_16_2', 'mywrn_40_1',
            'mywrn_40_2']
@@ -83,15 +83,7 @@ class MyWideResNet(nn.Module):
         self.fc = nn.Linear(ch[3], num_classes)
         self.nChannels = ch[3]
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan))
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.bias.data.zero_()
+        init_fan_out_normal(self, linear_std=None)
 
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.block1, self.block2, self.block3])

@@ -3,11 +3,11 @@
 Only the 3x3 convs (stem and depthwise) become AMBB; the 1x1 point-wise convs
 are ConvBN because a 1x1 kernel has no row/column branch to add.
 """
-import math
 
 import torch.nn as nn
 
 from .ambb import conv_bn
+from .init import init_fan_out_normal
 
 __all__ = ['RepMobileNetV2', 'rep_mobilenetv2_T_w', 'repmobilenetv2']
 
@@ -77,18 +77,7 @@ class RepMobileNetV2(nn.Module):
         self._initialize_weights()
 
     def _initialize_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    m.bias.data.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.data.normal_(0, 0.01)
-                m.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def get_bn_before_relu(self):
         return [self.blocks[i][-1].conv[-1] for i in (1, 2, 4, 6)]

@@ -4,12 +4,12 @@ Each stage is ``Sequential(conv_bn, ...)`` with no ReLU inside, so that the
 pre-activation stage output is available for ``preact`` features; the forward
 applies the ReLU.
 """
-import math
 
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .ambb import conv_bn
+from .init import init_fan_out_normal
 
 __all__ = ['RepVGG', 'repvgg8']
 
@@ -44,18 +44,7 @@ class RepVGG(nn.Module):
         return nn.Sequential(*layers)
 
     def _initialize_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan))
-                if m.bias is not None:
-                    m.bias.data.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.data.normal_(0, 0.01)
-                m.bias.data.zero_()
+        init_fan_out_normal(self)
 
     def get_feat_modules(self):
         return nn.ModuleList([self.block0, self.pool0, self.block1, self.pool1, self.block2,

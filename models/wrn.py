@@ -5,12 +5,13 @@ Names and construction order follow RepDistiller's ``wrn.py`` (``block{1,2,3}.la
 """
 from __future__ import annotations
 
-import math
 from typing import List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .init import init_fan_out_normal
 
 __all__ = ["WideResNet", "BasicBlock", "NetworkBlock", "wrn_16_1", "wrn_16_2", "wrn_40_1",
            "wrn_40_2"]
@@ -76,15 +77,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(widths[3], num_classes)
         self.nChannels = widths[3]
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal(self, linear_std=None)
 
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.block1, self.block2, self.block3])
