@@ -40,12 +40,15 @@ from distiller_zoo import DistillContext, MilestoneChecking
 from helper.checkpoint import load_weights
 from helper.ensemble import load_teacher_set
 from helper.logging import read_metrics
-from helper.loops import fit, validate
+from helper.loops import StudentRun, fit_runs, validate
 from helper.multihead import best_epoch_row, exit_keys, exits_table
 from helper.options import (_finish, parse_student_options, resolve_loss_weights,  # noqa: F401
                             student_parser, student_run_name)
 from helper.recipe import apply_recipe, explicit_dests, set_normalization
-from helper.run import place_model, setup_run, write_summary, run_cli
+from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
+                        setup_run, write_summary)
+from helper.trials import RNGStream, trial_options
+from helper.util import set_seed
 from models import accepts, build_model, model_dict
 from models.ambb import normalize_block_type
 
@@ -113,23 +116,38 @@ def run_folder_name(opt, student) -> str:
 
 def build_distillation(opt, data, device):
     """Teacher, student and distiller for ``opt``; every bad combination fails here, before training."""
-    if opt.distill not in distiller_zoo.REGISTRY or opt.distill == "ce":
-        names = [n for n in distiller_zoo.available() if n != "ce"]
-        raise ValueError(f"unknown --distill '{opt.distill}'; choose one of: {', '.join(names)}")
-    cls = distiller_zoo.REGISTRY[opt.distill]
+    cls = distiller_class(opt)
     resolve_loss_weights(opt, cls.default_weights)
-    teacher, feat_t = None, None
+    teacher = None
     if cls.needs_teacher:
         opt.model_t, teacher, opt.teacher_tag = load_teacher_set(opt, data.num_classes, device)
-        teacher = place_model(teacher, device)
+        teacher = place_model(teacher, device, opt)
     elif opt.path_t or opt.teacher_epochs:
         raise ValueError(f"--distill {opt.distill} trains without a teacher; leave out --path_t/--teacher_epochs")
     else:
         opt.model_t = None
-    student = place_model(build_student(opt, data.num_classes), device)
+    student, distiller = build_student_side(opt, data, device, teacher)
+    return teacher, student, distiller
+
+
+def distiller_class(opt):
+    if opt.distill not in distiller_zoo.REGISTRY or opt.distill == "ce":
+        names = [n for n in distiller_zoo.available() if n != "ce"]
+        raise ValueError(f"unknown --distill '{opt.distill}'; choose one of: {', '.join(names)}")
+    return distiller_zoo.REGISTRY[opt.distill]
+
+
+def build_student_side(opt, data, device, teacher):
+    """The student and the method's modules for ``opt``, next to an already built teacher."""
+    cls = distiller_class(opt)
+    # The student's initial weights (and the method's modules) depend on --seed only, not on the RNG draws of
+    # building the teacher, so that --trials builds trial i exactly as a run with its seed alone would.
+    set_seed(opt.seed)
+    student = place_model(build_student(opt, data.num_classes), device, opt)
     # RepDistiller sizes the extra modules from one dummy forward of both networks in eval mode.
     probe = torch.randn(2, *data.train.images.shape[1:], device=device)
     student.eval()
+    feat_t = None
     with torch.no_grad():
         feat_s, _ = student(probe, is_feat=True, preact=cls.needs_preact)
         if teacher is not None:
@@ -140,7 +158,24 @@ def build_distillation(opt, data, device):
     distiller = cls(ctx)
     if getattr(opt, "mc", 0):
         distiller = MilestoneChecking(distiller, ctx)
-    return teacher, student, distiller.to(device)
+    return student, distiller.to(device)
+
+
+def build_trials(opt, data, device, teacher, student, distiller):
+    """One StudentRun per trial; trial 0 is the student already built from ``opt``."""
+    def run_for(o, s, d, rng):
+        label = f"[trial {o.trial}] " if opt.trials > 1 else ""
+        return StudentRun(o, s, d, os.path.join(o.save_dir, "student_model", run_folder_name(o, s)), o.model_s,
+                          rng=rng, label=label)
+
+    if opt.trials == 1:
+        return [run_for(opt, student, distiller, RNGStream())]
+    runs = [run_for(opt, student, distiller, RNGStream.capture())]
+    for i in range(1, opt.trials):
+        own = trial_options(opt, i)
+        s, d = build_student_side(own, data, device, teacher)
+        runs.append(run_for(own, s, d, RNGStream.capture()))
+    return runs
 
 
 def evaluate_only(opt, data, device):
@@ -154,13 +189,13 @@ def evaluate_only(opt, data, device):
     model = build_for_state_dict(opt.model_s, data.num_classes, sd, block_type=opt.blocktype,
                                  block_depth=opt.block_depth)
     load_weights(model, sd, opt.model_s, source=f"student checkpoint '{path}'")
-    model = place_model(model, device)
+    model = place_model(model, device, opt)
     res = validate(model, data.test, opt, device)
     params = sum(p.numel() for p in model.parameters())
     depth = getattr(model, "block_depth", None)
     arch = opt.model_s + (f" {depth}" if depth is not None else "")
-    print(f"student {arch} from '{path}': test acc {res['acc']:.2f} (top5 {res['acc_top5']:.2f}, "
-          f"loss {res['loss']:.4f}); {params / 1e6:.6f}M parameters", flush=True)
+    announce(f"student {arch} from '{path}': test acc {res['acc']:.2f} (top5 {res['acc_top5']:.2f}, "
+             f"loss {res['loss']:.4f}); {params / 1e6:.6f}M parameters")
     return {"test_acc": res["acc"], "test_acc_top5": res["acc_top5"], "test_loss": res["loss"], "params": params}
 
 
@@ -178,31 +213,47 @@ def main(argv=None, data=None):
     if opt.test:
         return evaluate_only(opt, data, device)
     teacher, student, distiller = build_distillation(opt, data, device)
-    run_dir = os.path.join(opt.save_dir, "student_model", run_folder_name(opt, student))
+    runs = build_trials(opt, data, device, teacher, student, distiller)
     teacher_name = getattr(opt, "teacher_tag", None) or opt.model_t
     summary = {}
     if teacher is not None:
         teacher_eval = validate(teacher, data.test, opt, device)
         summary["teacher_acc"] = teacher_eval["acc"]
-        print(f"teacher {opt.model_t}: test acc {teacher_eval['acc']:.2f} (top5 {teacher_eval['acc_top5']:.2f})",
-              flush=True)
+        announce(f"teacher {opt.model_t}: test acc {teacher_eval['acc']:.2f} (top5 {teacher_eval['acc_top5']:.2f})")
     else:
         teacher_name = "itself"
     if getattr(opt, "recipe_applied", ""):
-        print(f"'{opt.distill}' recipe for options not given: "
-              + ", ".join(f"{k}={getattr(opt, k)}" for k in opt.recipe_applied.split(",")), flush=True)
+        announce(f"'{opt.distill}' recipe for options not given: "
+                 + ", ".join(f"{k}={getattr(opt, k)}" for k in opt.recipe_applied.split(",")))
     extra = f", milestone checking x{distiller.mc_weight} {distiller.stage_weights}" if opt.mc else ""
-    print(f"distilling {teacher_name} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
-          f"b={opt.beta}{extra}) on {device}; output: {run_dir}", flush=True)
-    result = fit(opt, data, student, distiller, run_dir, opt.model_s, device, teacher=teacher)
-    summary.update(run_summary(run_dir))
-    write_summary(run_dir, opt, **summary, **result)
-    print(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")
-    if "best_exits" in summary:
-        best = {"epoch": summary["best_epoch"], **summary["best_exits"]}
-        print(f"every exit at the best epoch of the deepest one:\n{exits_table(best)}", flush=True)
-    result["run_dir"] = run_dir
-    return result
+    outputs = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} trials, " + ", ".join(r.run_dir for r in runs)
+    announce(f"distilling {teacher_name} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
+             f"b={opt.beta}{extra}) on {device}{describe_processes()}; output: {outputs}")
+    results = fit_runs(runs, opt, data, device, teacher=teacher)
+    for run, result in zip(runs, results):
+        own = {**summary, **run_summary(run.run_dir)}
+        if is_main_process():
+            write_summary(run.run_dir, run.opt, **own, **result)
+        announce(f"{run.label}done: last test acc {result.get('last_acc', float('nan')):.2f}, "
+                 f"best {result['best_acc']:.2f}")
+        if "best_exits" in own:
+            best = {"epoch": own["best_epoch"], **own["best_exits"]}
+            announce(f"every exit at the best epoch of the deepest one:\n{exits_table(best)}")
+        result["run_dir"] = run.run_dir
+    first = dict(results[0])
+    if len(runs) > 1:
+        first["trials"] = results
+        announce(trials_line(results))
+    finish_processes()
+    return first
+
+
+def trials_line(results) -> str:
+    """Mean and standard deviation over trials, as the seed papers' tables report them."""
+    best = torch.tensor([r["best_acc"] for r in results], dtype=torch.float64)
+    last = torch.tensor([r.get("last_acc", float("nan")) for r in results], dtype=torch.float64)
+    return (f"{len(results)} trials: best acc {best.mean():.2f} +- {best.std():.2f}, "
+            f"last acc {last.mean():.2f} +- {last.std():.2f} (mean +- sample std)")
 
 
 def run_summary(run_dir: str) -> dict:

@@ -19,7 +19,8 @@ from distiller_zoo import DistillContext, build_distiller
 from helper.loops import fit
 from helper.options import parse_teacher_options
 from helper.recipe import set_normalization
-from helper.run import place_model, setup_run, write_summary, run_cli
+from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
+                        setup_run, write_summary)
 from models import build_model
 from models.ambb import normalize_block_type
 from train_student import check_block_depth_applies, parse_block_depth_arg
@@ -39,15 +40,17 @@ def main(argv=None):
     if depth is not None:
         opt.model_name = opt.model_name.replace(opt.model, f"{opt.model}_{'-'.join(str(d) for d in depth)}", 1)
         opt.save_folder = os.path.join(opt.save_dir, "models", opt.model_name)
-    model = place_model(model, device)
+    model = place_model(model, device, opt)
     opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
     distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
                                                      device=device)).to(device)
-    print(f"training {opt.model} on {opt.dataset} ({len(data.train)} train / {len(data.test)} test images) "
-          f"on {device}; output: {opt.save_folder}", flush=True)
+    announce(f"training {opt.model} on {opt.dataset} ({len(data.train)} train / {len(data.test)} test images) "
+             f"on {device}{describe_processes()}; output: {opt.save_folder}")
     result = fit(opt, data, model, distiller, opt.save_folder, opt.model, device)
-    write_summary(opt.save_folder, opt, **result)
-    print(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")
+    if is_main_process():
+        write_summary(opt.save_folder, opt, **result)
+    announce(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")
+    finish_processes()
     return result
 
 

@@ -7,6 +7,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from helper.distributed import all_gather_rows, all_reduce_sum, current_env
+
 SCORE_PATHS = ("matmul", "gather")
 
 
@@ -91,8 +93,14 @@ class ContrastMemory(nn.Module):
             out_v2 = torch.exp(self.scores(self.memory_v1, v2f, idx) / T)
 
             with torch.no_grad():
-                # Z < 0 means "not set yet": take it from this (the first) batch, keep it afterwards.
-                z_new = torch.stack([out_v1.mean(), out_v2.mean()]) * n_rows
+                # Z < 0 means "not set yet": take it from this (the first) batch, keep it afterwards. Under
+                # torchrun the mean is over the global batch, so every process fixes the same Z.
+                if current_env().enabled:
+                    sums = all_reduce_sum(torch.stack([out_v1.sum(), out_v2.sum(),
+                                                       torch.tensor(float(out_v1.numel()), device=out_v1.device)]))
+                    z_new = sums[:2] / sums[2] * n_rows
+                else:
+                    z_new = torch.stack([out_v1.mean(), out_v2.mean()]) * n_rows
                 z = self.params[2:4]
                 self.params[2:4] = torch.where(z < 0, z_new.to(z.dtype), z)
                 z = self.params[2:4].clone()
@@ -101,6 +109,9 @@ class ContrastMemory(nn.Module):
             out_v2 = (out_v2 / z[1]).unsqueeze(2)
 
             with torch.no_grad():
+                if current_env().enabled:
+                    # every process applies the whole global batch's rows: the banks stay identical everywhere
+                    v1f, v2f, y = (all_gather_rows(t.detach()) for t in (v1f, v2f, y))
                 self._momentum_update(self.memory_v1, v1f, y, momentum)
                 self._momentum_update(self.memory_v2, v2f, y, momentum)
         return out_v1, out_v2

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distiller_zoo.base import Batch
+from helper.distributed import shard_bounds
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -74,29 +75,46 @@ class TensorImageSet:
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float().div_(255.0) - self.mean) / self.std
 
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else (n + batch_size - 1) // batch_size
+    def num_batches(self, batch_size: int, drop_last: bool = False, world_size: int = 1) -> int:
+        n, step = len(self), batch_size * world_size
+        full, rest = divmod(n, step)
+        return full + (0 < rest and not drop_last and rest >= world_size)
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, augment: bool = True,
-                      drop_last: bool = False) -> Iterator[Batch]:
-        """A seeded shuffle of the split for ``epoch``, augmented on the device."""
+                      drop_last: bool = False, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        """A seeded shuffle of the split for ``epoch``, augmented on the device.
+
+        With ``world_size`` K > 1 the global batch is ``K * batch_size`` images and this process gets rows
+        ``shard_bounds(n, rank, K)`` of it. The shuffle and the crop/flip draws are made for the global batch
+        on every process (the same generator), so the union of the K shards is exactly the batch one process
+        would see. A final global batch smaller than K is dropped (some process would get no sample).
+        """
         g = epoch_generator(seed, epoch, self.device)
         perm = torch.randperm(len(self), generator=g, device=self.device)
-        for start in range(0, len(self), batch_size):
-            idx = perm[start:start + batch_size]
-            if drop_last and idx.numel() < batch_size:
+        step = batch_size * world_size
+        for start in range(0, len(self), step):
+            idx = perm[start:start + step]
+            n = idx.numel()
+            if (drop_last and n < step) or n < world_size:
                 break
             x = self.images.index_select(0, idx)
             if augment:
                 x = random_crop_flip(x, self.pad, self.flip, g)
-            yield Batch(self.normalize(x), self.targets.index_select(0, idx), idx)
+            y = self.targets.index_select(0, idx)
+            if world_size == 1:
+                yield Batch(self.normalize(x), y, idx)
+                continue
+            lo, hi = shard_bounds(n, rank, world_size)
+            yield Batch(self.normalize(x[lo:hi]), y[lo:hi], idx[lo:hi], global_index=idx, global_y=y,
+                        shard=(lo, hi))
 
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        for start in range(0, len(self), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(self)), device=self.device)
-            yield Batch(self.normalize(self.images[start:start + batch_size]),
-                        self.targets[start:start + batch_size], idx)
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        """The split in order; with ``world_size`` > 1 only this process's contiguous part of it."""
+        lo, hi = shard_bounds(len(self), rank, world_size)
+        for start in range(lo, hi, batch_size):
+            stop = min(start + batch_size, hi)
+            idx = torch.arange(start, stop, device=self.device)
+            yield Batch(self.normalize(self.images[start:stop]), self.targets[start:stop], idx)
 
 
 @dataclass

@@ -63,7 +63,12 @@ class CRD(Distiller):
         f_t = out_t.feats[-1].detach()
         index = batch.index.to(f_s.device).long()
         contrast_idx = getattr(batch, "contrast_idx", None)
-        if contrast_idx is None:
+        if contrast_idx is None and batch.shard is not None:
+            # torchrun: every process draws the global batch's negatives from the same RNG state and keeps its
+            # rows, so K processes use exactly the negatives one process would
+            lo, hi = batch.shard
+            contrast_idx = self.sampler.sample(batch.global_index, batch.global_y, generator=self.generator)[lo:hi]
+        elif contrast_idx is None:
             contrast_idx = self.sampler.sample(index, batch.y, generator=self.generator)
         return self.criterion(f_s, f_t, index, contrast_idx.to(f_s.device))
 

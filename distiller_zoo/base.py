@@ -20,7 +20,7 @@ The training loop (``helper/loops.py``) only talks to this interface:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,11 +48,19 @@ def available() -> List[str]:
 
 @dataclass
 class Batch:
-    """One training batch: images, labels and their indices in the training set."""
+    """One training batch: images, labels and their indices in the training set.
+
+    Under torchrun each process holds rows ``shard = (start, stop)`` of a global batch whose indices and
+    labels are ``global_index``/``global_y``; methods that draw per-sample randomness (CRD's negatives) draw
+    it for the global batch and keep their rows, so that K processes compute what one process would.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
+    global_index: Optional[torch.Tensor] = None
+    global_y: Optional[torch.Tensor] = None
+    shard: Optional[Tuple[int, int]] = None
 
 
 @dataclass

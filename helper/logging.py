@@ -56,6 +56,19 @@ class RunLogger:
             self.writer.close()
 
 
+class NullLogger:
+    """The logger of every process but the first under torchrun: outputs are written by process 0 only."""
+
+    def log(self, row: Dict, prefix: str = "") -> None:
+        pass
+
+    def print(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: str):
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.isfile(path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Dict, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -12,23 +13,35 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import Batch, Distiller, Outputs
 
-from .checkpoint import (latest_checkpoint, load_checkpoint, options_dict, restore_rng_state, rng_state,
-                         save_checkpoint)
-from .logging import RunLogger, progress
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import latest_checkpoint, load_checkpoint, options_dict, save_checkpoint
+from .distributed import (all_reduce_sum, average_gradients, barrier, broadcast_buffers, convert_sync_batchnorm,
+                          current_env, scaled_learning_rate)
+from .logging import NullLogger, RunLogger, progress
 from .multihead import evaluate_exits, is_multi_exit
+from .trials import RNGStream
 from .util import adjust_learning_rate, correct_topk
 
 
+def use_channels_last(opt, device: torch.device) -> bool:
+    flag = getattr(opt, "channels_last", None)
+    return device.type == "cuda" if flag is None else bool(flag)
+
+
 def autocast_for(opt, device: torch.device):
-    if getattr(opt, "amp", False) and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if getattr(opt, "amp", False):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def prepare_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+def prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def data_seed(opt) -> int:
+    seed = getattr(opt, "data_seed", None)
+    return opt.seed if seed is None else seed
 
 
 def forward(model: nn.Module, x: torch.Tensor, feats: bool, preact: bool = False) -> Outputs:
@@ -38,8 +51,58 @@ def forward(model: nn.Module, x: torch.Tensor, feats: bool, preact: bool = False
     return Outputs(logits=model(x))
 
 
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, feats: bool, preact: bool = False) -> Outputs:
+    """The frozen teacher's forward under inference_mode (no autograd bookkeeping at all).
+
+    The results are copied out of inference mode: the method losses save them for their backward, which
+    inference tensors do not allow. The copies are a few logits and feature maps, not the activations.
+    """
+    with torch.inference_mode():
+        out = forward(teacher, x, feats, preact)
+    return Outputs(logits=out.logits.clone(), feats=None if out.feats is None else [f.clone() for f in out.feats])
+
+
 def loss_weights(opt) -> Dict[str, float]:
     return {"ce": float(opt.gamma), "kl": float(opt.alpha), "kd": float(opt.beta)}
+
+
+class StudentStep(nn.Module):
+    """The student's forward and the method's weighted loss as one module.
+
+    Under torchrun this is what DistributedDataParallel wraps, so the gradients of the student and of the
+    method's own modules (embeddings, regressors) are averaged together.
+    """
+
+    def __init__(self, student: nn.Module, distiller: Distiller):
+        super().__init__()
+        self.student = student
+        self.distiller = distiller
+
+    def forward(self, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
+                weights: Dict[str, float]):
+        d = self.distiller
+        out_s = forward(self.student, x, d.needs_feats, d.needs_preact)
+        terms = d.loss(out_s, out_t, batch, epoch)
+        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        return loss, terms, out_s.logits
+
+
+def optimize(step: nn.Module, optimizer, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
+             weights: Dict[str, float], opt, device: torch.device, loss_scale: float = 1.0):
+    """Forward through ``step``, backward, optimizer step. ``loss_scale`` re-weights an uneven shard (torchrun)."""
+    with autocast_for(opt, device):
+        loss, terms, logits = step(x, out_t, batch, epoch, weights)
+    optimizer.zero_grad(set_to_none=True)
+    (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+    optimizer.step()
+    return loss, terms, logits
+
+
+def shard_loss_scale(batch: Batch, world_size: int) -> float:
+    """DDP averages the K processes' gradients; a shard of n_k of the global n samples must count n_k*K/n."""
+    if batch.shard is None or world_size == 1:
+        return 1.0
+    return batch.y.shape[0] * world_size / batch.global_y.shape[0]
 
 
 def begin_train_epoch(epoch: int, student: nn.Module, distiller: Distiller, opt,
@@ -48,70 +111,145 @@ def begin_train_epoch(epoch: int, student: nn.Module, distiller: Distiller, opt,
     student.train()
     distiller.train()
     if teacher is not None:
-        teacher.eval()
-        # a teacher wrapper may run (part of) itself in train mode while distilling (CheckpointKD's --teacher_bn)
-        begin = getattr(teacher, "begin_epoch", None)
-        if begin is not None:
-            begin(epoch, opt.epochs)
+        begin_teacher_epoch(teacher, epoch, opt)
+
+
+def begin_teacher_epoch(teacher: nn.Module, epoch: int, opt) -> None:
+    teacher.eval()
+    # a teacher wrapper may run (part of) itself in train mode while distilling (CheckpointKD's --teacher_bn)
+    begin = getattr(teacher, "begin_epoch", None)
+    if begin is not None:
+        begin(epoch, opt.epochs)
 
 
 def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distiller, optimizer, opt,
-               device: torch.device, weights: Dict[str, float], teacher: Optional[nn.Module] = None):
+               device: torch.device, weights: Dict[str, float], teacher: Optional[nn.Module] = None,
+               step: Optional[nn.Module] = None):
     """One optimisation step on ``batch``: forward(s), weighted loss, backward, optimizer step.
 
-    Returns ``(batch, out_s, terms, loss)``; ``batch`` carries the input as the networks saw it.
-    train_one_epoch and scripts/benchmark.py both run exactly this.
+    Returns ``(batch, out_s, terms, loss)``; ``batch`` carries the input as the networks saw it and ``out_s``
+    the student's logits. The training loop runs the same pieces (teacher_outputs, then optimize per student).
     """
-    x = prepare_input(batch.x, device)
-    batch = Batch(x, batch.y, batch.index)
-    with autocast_for(opt, device):
-        out_s = forward(student, x, distiller.needs_feats, distiller.needs_preact)
-        out_t = None
+    x = prepare_input(batch.x, use_channels_last(opt, device))
+    batch = replace(batch, x=x)
+    out_t = None
+    if teacher is not None:
+        with autocast_for(opt, device):
+            out_t = teacher_outputs(teacher, x, distiller.needs_feats, distiller.needs_preact)
+    step = step if step is not None else StudentStep(student, distiller)
+    loss, terms, logits = optimize(step, optimizer, x, out_t, batch, epoch, weights, opt, device)
+    return batch, Outputs(logits=logits), terms, loss
+
+
+class EpochMeter:
+    """Sample-weighted sums of one epoch, kept on the device (one host sync per epoch)."""
+
+    def __init__(self, device: torch.device):
+        self.zero = torch.zeros((), device=device)
+        self.sums = {"loss": self.zero.clone(), "top1": self.zero.clone(), "top5": self.zero.clone()}
+        self.terms: Dict[str, torch.Tensor] = {}
+        self.seen = 0
+
+    def update(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor):
+        bs = y.shape[0]
+        self.seen += bs
+        c1, c5 = correct_topk(logits.detach(), y, (1, 5))
+        self.sums["loss"] += loss.detach().float() * bs
+        self.sums["top1"] += c1
+        self.sums["top5"] += c5
+        for k, v in terms.items():
+            self.terms[k] = self.terms.get(k, self.zero) + v.detach().float() * bs
+
+    def result(self) -> Dict[str, float]:
+        keys = list(self.terms)
+        flat = torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
+                           + [self.terms[k] for k in keys]
+                           + [torch.tensor(float(self.seen), device=self.zero.device)])
+        flat = all_reduce_sum(flat)  # all processes' samples (identity in one process)
+        values = flat.tolist()
+        seen = values[-1]
+        out = {"train_loss": values[0] / seen, "train_acc": values[1] * 100.0 / seen,
+               "train_acc_top5": values[2] * 100.0 / seen}
+        for k, v in zip(keys, values[3:-1]):
+            out[f"loss_{k}"] = v / seen
+        return out
+
+
+@dataclass
+class StudentRun:
+    """One student being trained: its options, networks, optimizer, run folder, RNG stream and progress."""
+
+    opt: Any
+    student: nn.Module
+    distiller: Distiller
+    run_dir: str = ""
+    model_name: str = ""
+    rng: RNGStream = field(default_factory=RNGStream)
+    label: str = ""  # console prefix when several students train side by side
+    optimizer: Any = None
+    step: Optional[nn.Module] = None
+    logger: Any = None
+    own_logger: bool = True
+    start_epoch: int = 1
+    best_acc: float = 0.0
+    base_lr: float = 0.0
+    result: Dict[str, float] = field(default_factory=dict)
+
+
+def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: torch.device,
+                         teacher: Optional[nn.Module] = None) -> List[Dict[str, float]]:
+    """One pass over the shuffled training split for every run, on the same batches.
+
+    The teacher runs once per batch, for all students; each student steps inside its own RNG stream.
+    """
+    env = current_env()
+    for r in runs:
+        begin_train_epoch(epoch, r.student, r.distiller, r.opt)
+    if teacher is not None:
+        begin_teacher_epoch(teacher, epoch, opt)
+    channels_last = use_channels_last(opt, device)
+    feats = any(r.distiller.needs_feats for r in runs)
+    preacts = sorted({bool(r.distiller.needs_preact) for r in runs})
+    weights = [loss_weights(r.opt) for r in runs]
+    meters = [EpochMeter(device) for _ in runs]
+    mark_step = uses_cuda_graphs(opt, device)
+    bar = progress(data.num_batches(opt.batch_size, world_size=env.world_size), f"epoch {epoch}")
+    batches = data.train_batches(opt.batch_size, data_seed(opt), epoch, rank=env.rank, world_size=env.world_size)
+    for i, batch in enumerate(batches):
+        if mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
+        x = prepare_input(batch.x, channels_last)
+        batch = replace(batch, x=x)
+        out_t = {}
         if teacher is not None:
-            with torch.no_grad():
-                out_t = forward(teacher, x, distiller.needs_feats, distiller.needs_preact)
-        terms = distiller.loss(out_s, out_t, batch, epoch)
-        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return batch, out_s, terms, loss
+            with autocast_for(opt, device):
+                for preact in preacts:
+                    out_t[preact] = teacher_outputs(teacher, x, feats, preact)
+        scale = shard_loss_scale(batch, env.world_size)
+        for r, w, meter in zip(runs, weights, meters):
+            with r.rng.active():
+                loss, terms, logits = optimize(r.step, r.optimizer, x, out_t.get(bool(r.distiller.needs_preact)),
+                                               batch, epoch, w, r.opt, device, scale)
+            meter.update(loss, terms, logits, batch.y)
+        if bar is not None:
+            bar.update(1)
+            if i % max(1, opt.print_freq) == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    if bar is not None:
+        bar.close()
+    out = []
+    for r, meter in zip(runs, meters):
+        row = meter.result()
+        row.update(r.distiller.epoch_metrics())
+        out.append(row)
+    return out
 
 
 def train_one_epoch(epoch: int, data, student: nn.Module, distiller: Distiller, optimizer,
                     opt, device: torch.device, teacher: Optional[nn.Module] = None) -> Dict[str, float]:
-    """One pass over the shuffled training split. Sums stay on the device; one sync per epoch."""
-    begin_train_epoch(epoch, student, distiller, opt, teacher)
-    weights = loss_weights(opt)
-    n_steps = data.num_batches(opt.batch_size)
-    bar = progress(n_steps, f"epoch {epoch}")
-    zero = torch.zeros((), device=device)
-    sums = {"loss": zero.clone(), "top1": zero.clone(), "top5": zero.clone()}
-    term_sums: Dict[str, torch.Tensor] = {}
-    seen = 0
-    for step, batch in enumerate(data.train_batches(opt.batch_size, opt.seed, epoch)):
-        batch, out_s, terms, loss = train_step(batch, epoch, student, distiller, optimizer, opt, device, weights,
-                                               teacher)
-        bs = batch.y.shape[0]
-        seen += bs
-        c1, c5 = correct_topk(out_s.logits.detach(), batch.y, (1, 5))
-        sums["loss"] += loss.detach().float() * bs
-        sums["top1"] += c1
-        sums["top5"] += c5
-        for k, v in terms.items():
-            term_sums[k] = term_sums.get(k, zero) + v.detach().float() * bs
-        if bar is not None:
-            bar.update(1)
-            if step % max(1, opt.print_freq) == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-    if bar is not None:
-        bar.close()
-    out = {"train_loss": (sums["loss"] / seen).item(), "train_acc": (sums["top1"] * 100.0 / seen).item(),
-           "train_acc_top5": (sums["top5"] * 100.0 / seen).item()}
-    for k, v in term_sums.items():
-        out[f"loss_{k}"] = (v / seen).item()
-    out.update(distiller.epoch_metrics())
-    return out
+    """One pass over the shuffled training split for one student. Sums stay on the device; one sync per epoch."""
+    run = StudentRun(opt, student, distiller, optimizer=optimizer, step=StudentStep(student, distiller))
+    return train_runs_one_epoch(epoch, data, [run], opt, device, teacher)[0]
 
 
 @torch.no_grad()
@@ -119,27 +257,29 @@ def validate(model: nn.Module, split, opt, device: torch.device) -> Dict[str, fl
     """Top-1, top-5 (percent) and mean cross-entropy on an evaluation split.
 
     Multi-exit models (``exit_logits``) are scored by their deepest exit, plus ``acc_c1..`` per exit and
-    ``acc_ensemble``.
+    ``acc_ensemble``. Under torchrun each process scores its part of the split and the sums are added up.
     """
+    channels_last = use_channels_last(opt, device)
     if is_multi_exit(model):
-        return evaluate_exits(model, split, opt, device, autocast_for(opt, device), prepare_input)
+        return evaluate_exits(model, split, opt, device, autocast_for(opt, device),
+                              lambda x, _device: prepare_input(x, channels_last))
+    env = current_env()
     model.eval()
-    loss = torch.zeros((), device=device)
-    c1 = torch.zeros((), device=device)
-    c5 = torch.zeros((), device=device)
-    for batch in split.eval_batches(getattr(opt, "test_batch_size", 256)):
+    sums = torch.zeros(3, device=device)  # cross-entropy, top-1 hits, top-5 hits
+    for batch in split.eval_batches(getattr(opt, "test_batch_size", 256), rank=env.rank,
+                                    world_size=env.world_size):
         with autocast_for(opt, device):
-            logits = model(prepare_input(batch.x, device))
+            logits = model(prepare_input(batch.x, channels_last))
         logits = logits.float()
-        loss += F.cross_entropy(logits, batch.y, reduction="sum")
-        a, b = correct_topk(logits, batch.y, (1, 5))
-        c1 += a
-        c5 += b
+        c1, c5 = correct_topk(logits, batch.y, (1, 5))
+        sums += torch.stack([F.cross_entropy(logits, batch.y, reduction="sum"), c1.float(), c5.float()])
+    sums = all_reduce_sum(sums)
     n = len(split)
-    return {"acc": (c1 * 100.0 / n).item(), "acc_top5": (c5 * 100.0 / n).item(), "loss": (loss / n).item()}
+    return {"acc": (sums[1] * 100.0 / n).item(), "acc_top5": (sums[2] * 100.0 / n).item(),
+            "loss": (sums[0] / n).item()}
 
 
-def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, logger: RunLogger) -> None:
+def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, logger) -> None:
     """RepDistiller's pre-training stage for two-stage methods (AB, FT, FSP).
 
     As upstream: the student stays in eval mode except the modules being trained, the teacher is
@@ -148,108 +288,185 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
     modules = distiller.init_modules(student)
     if not modules or opt.init_epochs <= 0:
         return
+    env = current_env()
     init_list = nn.ModuleList(modules)
     lr = distiller.init_lr(opt)
     optimizer = torch.optim.SGD(init_list.parameters(), lr=lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
+    channels_last = use_channels_last(opt, device)
     for epoch in range(1, opt.init_epochs + 1):
         student.eval()
         teacher.eval()
         init_list.train()
-        total = torch.zeros((), device=device)
-        seen = 0
+        total = torch.zeros(2, device=device)
         t0 = time.time()
-        for batch in data.train.train_batches(opt.batch_size, opt.seed, -epoch):
-            x = prepare_input(batch.x, device)
-            batch = Batch(x, batch.y, batch.index)
+        for batch in data.train.train_batches(opt.batch_size, data_seed(opt), -epoch, rank=env.rank,
+                                              world_size=env.world_size):
+            x = prepare_input(batch.x, channels_last)
+            batch = replace(batch, x=x)
             with autocast_for(opt, device):
                 out_s = forward(student, x, True, distiller.needs_preact)
-                with torch.no_grad():
-                    out_t = forward(teacher, x, True, distiller.needs_preact)
+                out_t = teacher_outputs(teacher, x, True, distiller.needs_preact)
                 loss = distiller.init_loss(out_s, out_t, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scale = shard_loss_scale(batch, env.world_size)
+            (loss if scale == 1.0 else loss * scale).backward()
+            average_gradients(init_list.parameters())
             optimizer.step()
-            total += loss.detach().float() * batch.y.shape[0]
-            seen += batch.y.shape[0]
-        row = {"stage": "init", "epoch": epoch, "init_train_loss": (total / seen).item(), "lr": lr}
+            total += torch.stack([loss.detach().float() * batch.y.shape[0],
+                                  torch.tensor(float(batch.y.shape[0]), device=device)])
+        total_loss, seen = all_reduce_sum(total).tolist()
+        row = {"stage": "init", "epoch": epoch, "init_train_loss": total_loss / seen, "lr": lr}
         logger.log(row, prefix="init/")
         logger.print(f"init epoch {epoch}/{opt.init_epochs}  loss {row['init_train_loss']:.4f}  "
                      f"({time.time() - t0:.1f}s)")
 
 
-def _optimizer_for(student: nn.Module, distiller: Distiller, opt):
+def build_optimizer(student: nn.Module, distiller: Distiller, opt, device: torch.device):
+    """RepDistiller's SGD over the student and the method's modules; one fused kernel per step on CUDA."""
     trainable = nn.ModuleList([student] + list(distiller.trainable_modules()))
+    extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.SGD(trainable.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
-                           weight_decay=opt.weight_decay, nesterov=bool(getattr(opt, "nesterov", False)))
+                           weight_decay=opt.weight_decay, nesterov=bool(getattr(opt, "nesterov", False)), **extra)
+
+
+def compile_mode(opt, device: torch.device) -> Optional[str]:
+    """The torch.compile mode of ``--compile``, None without it."""
+    if not getattr(opt, "compile", False):
+        return None
+    mode = getattr(opt, "compile_mode", "auto") or "auto"
+    if mode == "auto":
+        # CUDA graphs need static shapes (a fixed batch size: yes) and no collectives inside the graph
+        return "reduce-overhead" if device.type == "cuda" and not current_env().enabled else "default"
+    return mode
+
+
+def uses_cuda_graphs(opt, device: torch.device) -> bool:
+    return device.type == "cuda" and compile_mode(opt, device) in ("reduce-overhead", "max-autotune")
+
+
+def compile_network(model: nn.Module, opt, device: torch.device) -> None:
+    """Compile ``model`` in place (its state-dict keys stay the same). dynamic=False: one static graph per input
+    shape, so the last, smaller batch of an epoch gets its own graph once and both are reused every epoch."""
+    mode = compile_mode(opt, device)
+    if mode is not None:
+        model.compile(mode=mode, dynamic=False)
+
+
+def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
+                quiet: bool = False) -> None:
+    """Optimizer, resume, logger, init stage and (under torchrun) the DDP wrapper of one run."""
+    env = current_env()
+    os.makedirs(run.run_dir, exist_ok=True)
+    if getattr(opt, "sync_bn", False) and env.enabled:
+        run.student = convert_sync_batchnorm(run.student, device)
+    run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
+    run.base_lr = scaled_learning_rate(run.opt.learning_rate, env.world_size, getattr(opt, "lr_scale", "none"))
+    resume = getattr(opt, "resume", None)
+    if resume:
+        path = latest_checkpoint(run.run_dir, run.model_name) if resume == "auto" else resume
+        if path is None:
+            raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{run.run_dir}'")
+        state = load_checkpoint(path, map_location=device)
+        if "optimizer" not in state or "distiller" not in state:
+            raise ValueError(f"'{path}' holds weights only; resume needs a ckpt_epoch_N.pth or "
+                             f"{run.model_name}_last.pth written by this toolkit")
+        run.student.load_state_dict(state["model"])
+        run.distiller.load_state_dict(state["distiller"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.start_epoch = int(state["epoch"]) + 1
+        run.best_acc = float(state.get("best_acc", 0.0))
+        run.rng.restore(state.get("rng"))
+    if run.logger is None:
+        run.own_logger = True
+        run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
+                      else NullLogger())
+    if resume:
+        run.logger.print(f"{run.label}resumed from epoch {run.start_epoch - 1} (best acc {run.best_acc:.2f})")
+    elif teacher is not None:
+        with run.rng.active():
+            run_init_stage(run.opt, data, run.student, teacher, run.distiller, device, run.logger)
+    compile_network(run.student, opt, device)
+    step = StudentStep(run.student, run.distiller)
+    if env.enabled:
+        # Buffers are not broadcast every step: CRD's memory bank is kept equal by its own row exchange, and
+        # BatchNorm statistics are either synced (--sync_bn) or taken from process 0 at the end of each epoch.
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False, find_unused_parameters=True)
+    run.step = step
+
+
+def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,
+                 device: torch.device) -> None:
+    """Validate, log and checkpoint one run after a training epoch."""
+    env = current_env()
+    if env.enabled:
+        broadcast_buffers(run.student)
+        broadcast_buffers(run.distiller)
+    test = validate(run.student, data.test, run.opt, device)
+    row = {"epoch": epoch, "lr": lr, **train, "test_acc": test["acc"], "test_acc_top5": test["acc_top5"],
+           "test_loss": test["loss"], "epoch_time": t_train}
+    extra = {f"test_{k}": v for k, v in test.items() if k not in ("acc", "acc_top5", "loss")}
+    row.update(extra)
+    improved = test["acc"] > run.best_acc
+    run.best_acc = max(run.best_acc, test["acc"])
+    row["best_acc"] = run.best_acc
+    log = run.logger
+    log.log(row)
+    log.print(f"{run.label}epoch {epoch}/{run.opt.epochs}  lr {lr:.5g}  train loss {train['train_loss']:.4f}  "
+              f"train acc {train['train_acc']:.2f}  test acc {test['acc']:.2f}  (top5 {test['acc_top5']:.2f})  "
+              f"best {run.best_acc:.2f}  {t_train:.1f}s")
+    if extra:
+        log.print("  " + "  ".join(f"{k[5:]} {v:.2f}" for k, v in extra.items()))
+    run.result = {"epoch": epoch, "last_acc": test["acc"], "last_acc_top5": test["acc_top5"],
+                  "best_acc": run.best_acc}
+    if not env.is_main:
+        return
+    opt, name = run.opt, run.model_name
+    full = {"epoch": epoch, "model": run.student.state_dict(), "accuracy": test["acc"], "best_acc": run.best_acc,
+            "optimizer": run.optimizer.state_dict(), "distiller": run.distiller.state_dict(),
+            "opt": options_dict(opt), "rng": run.rng.snapshot()}
+    if improved:
+        save_checkpoint({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
+                         "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
+    if opt.save_freq > 0 and epoch % opt.save_freq == 0:
+        save_checkpoint(full, os.path.join(run.run_dir, f"ckpt_epoch_{epoch}.pth"))
+    save_checkpoint(full, os.path.join(run.run_dir, f"{name}_last.pth"))
+
+
+def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: Optional[nn.Module] = None,
+             quiet: bool = False) -> List[Dict[str, float]]:
+    """Train every run for ``opt.epochs`` epochs on the same batches, with checkpoints every epoch and resume.
+
+    ``opt`` holds what the runs share (epochs, batch size, data seed, precision); each run's own options hold
+    its seed, trial id and loss weights. Files in each run folder (RepDistiller names): ``ckpt_epoch_N.pth``
+    every ``--save_freq`` epochs, ``<model>_best.pth`` when test top-1 improves, ``<model>_last.pth`` after
+    every epoch. The periodic and last files carry optimizer, distiller and RNG state, so ``--resume``
+    continues exactly where a killed run stopped; runs that got one epoch further before the kill wait for
+    the others.
+    """
+    for run in runs:
+        prepare_run(run, opt, data, device, teacher, quiet)
+    if teacher is not None:
+        compile_network(teacher, opt, device)
+    for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):
+        active = [r for r in runs if r.start_epoch <= epoch]
+        lrs = [adjust_learning_rate(epoch, r.opt, r.optimizer, base_lr=r.base_lr) for r in active]
+        t0 = time.time()
+        trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher)
+        t_train = time.time() - t0
+        for run, lr, train in zip(active, lrs, trains):
+            finish_epoch(run, epoch, lr, train, t_train, data, device)
+    for run in runs:
+        if run.own_logger:
+            run.logger.close()
+    barrier()
+    return [run.result or {"best_acc": run.best_acc} for run in runs]
 
 
 def fit(opt, data, student: nn.Module, distiller: Distiller, run_dir: str, model_name: str,
         device: torch.device, teacher: Optional[nn.Module] = None, logger: Optional[RunLogger] = None,
         quiet: bool = False) -> Dict[str, float]:
-    """Train ``student`` for ``opt.epochs`` epochs, with checkpoints every epoch and resume.
-
-    Files in ``run_dir`` (RepDistiller names): ``ckpt_epoch_N.pth`` every ``--save_freq`` epochs,
-    ``<model>_best.pth`` when test top-1 improves, ``<model>_last.pth`` after every epoch. The
-    periodic and last files carry optimizer, distiller and RNG state, so ``--resume`` continues
-    exactly where a killed run stopped.
-    """
-    os.makedirs(run_dir, exist_ok=True)
-    optimizer = _optimizer_for(student, distiller, opt)
-    start_epoch, best_acc = 1, 0.0
-    resume = getattr(opt, "resume", None)
-    if resume:
-        path = latest_checkpoint(run_dir, model_name) if resume == "auto" else resume
-        if path is None:
-            raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{run_dir}'")
-        state = load_checkpoint(path, map_location=device)
-        if "optimizer" not in state or "distiller" not in state:
-            raise ValueError(f"'{path}' holds weights only; resume needs a ckpt_epoch_N.pth or "
-                             f"{model_name}_last.pth written by this toolkit")
-        student.load_state_dict(state["model"])
-        distiller.load_state_dict(state["distiller"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"]) + 1
-        best_acc = float(state.get("best_acc", 0.0))
-        restore_rng_state(state.get("rng"))
-    own_logger = logger is None
-    if own_logger:
-        logger = RunLogger(run_dir, resume_epoch=start_epoch - 1, quiet=quiet)
-    if resume:
-        logger.print(f"resumed from epoch {start_epoch - 1} (best acc {best_acc:.2f})")
-    elif teacher is not None:
-        run_init_stage(opt, data, student, teacher, distiller, device, logger)
-
-    result = {"best_acc": best_acc}
-    for epoch in range(start_epoch, opt.epochs + 1):
-        lr = adjust_learning_rate(epoch, opt, optimizer)
-        t0 = time.time()
-        train = train_one_epoch(epoch, data.train, student, distiller, optimizer, opt, device, teacher)
-        t_train = time.time() - t0
-        test = validate(student, data.test, opt, device)
-        row = {"epoch": epoch, "lr": lr, **train, "test_acc": test["acc"], "test_acc_top5": test["acc_top5"],
-               "test_loss": test["loss"], "epoch_time": t_train}
-        extra = {f"test_{k}": v for k, v in test.items() if k not in ("acc", "acc_top5", "loss")}
-        row.update(extra)
-        improved = test["acc"] > best_acc
-        best_acc = max(best_acc, test["acc"])
-        row["best_acc"] = best_acc
-        logger.log(row)
-        logger.print(f"epoch {epoch}/{opt.epochs}  lr {lr:.5g}  train loss {train['train_loss']:.4f}  "
-                     f"train acc {train['train_acc']:.2f}  test acc {test['acc']:.2f}  "
-                     f"(top5 {test['acc_top5']:.2f})  best {best_acc:.2f}  {t_train:.1f}s")
-        if extra:
-            logger.print("  " + "  ".join(f"{k[5:]} {v:.2f}" for k, v in extra.items()))
-        full = {"epoch": epoch, "model": student.state_dict(), "accuracy": test["acc"], "best_acc": best_acc,
-                "optimizer": optimizer.state_dict(), "distiller": distiller.state_dict(),
-                "opt": options_dict(opt), "rng": rng_state()}
-        if improved:
-            save_checkpoint({"epoch": epoch, "model": student.state_dict(), "best_acc": best_acc,
-                             "opt": options_dict(opt)}, os.path.join(run_dir, f"{model_name}_best.pth"))
-        if opt.save_freq > 0 and epoch % opt.save_freq == 0:
-            save_checkpoint(full, os.path.join(run_dir, f"ckpt_epoch_{epoch}.pth"))
-        save_checkpoint(full, os.path.join(run_dir, f"{model_name}_last.pth"))
-        result = {"epoch": epoch, "last_acc": test["acc"], "last_acc_top5": test["acc_top5"], "best_acc": best_acc}
-    if own_logger:
-        logger.close()
-    return result
+    """Train one student (see :func:`fit_runs`)."""
+    run = StudentRun(opt, student, distiller, run_dir, model_name, logger=logger, own_logger=logger is None)
+    return fit_runs([run], opt, data, device, teacher, quiet)[0]

@@ -46,8 +46,26 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--save_dir", type=str, default="./save", help="root of the output folders")
     t.add_argument("--seed", type=int, default=0, help="seeds every RNG (init, shuffling, augmentation)")
     t.add_argument("--device", type=str, default="auto", help="cuda, cpu or auto (CUDA when available)")
+    t.add_argument("--data_seed", type=int, default=None,
+                   help="seed of the shuffling and augmentation (default: --seed); --trials shares it")
     t.add_argument("--amp", type=str2bool, nargs="?", const=True, default=False,
-                   help="bf16 autocast on CUDA (ignored on CPU)")
+                   help="bf16 autocast of the forward passes (CUDA, or a CPU with bf16 support); off by default "
+                        "until its accuracy is measured on a GPU (README, Speed)")
+    t.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=None,
+                   help="channels-last memory format for networks and inputs (default: on CUDA only, so that the "
+                        "fp32 CPU path stays bit for bit the reference one; on a CPU it is ~10%% faster)")
+    t.add_argument("--compile", type=str2bool, nargs="?", const=True, default=False,
+                   help="torch.compile the networks (one static graph per batch shape: the last partial batch is "
+                        "compiled once, not every epoch)")
+    t.add_argument("--compile_mode", type=str, default="auto",
+                   choices=["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode; auto: reduce-overhead (CUDA graphs) on one CUDA device, else default")
+    d = p.add_argument_group("several processes (torchrun --nproc_per_node=K ...)")
+    d.add_argument("--sync_bn", type=str2bool, nargs="?", const=True, default=False,
+                   help="BatchNorm statistics over the global batch (all processes) instead of each local batch")
+    d.add_argument("--lr_scale", type=str, default="linear", choices=["linear", "none"],
+                   help="--batch_size is per process; linear: lr x K for the K-times larger global batch "
+                        "(Goyal et al. 2017), none: lr as given")
     t.add_argument("--resume", type=str, default=None,
                    help="checkpoint to continue from, or 'auto' for the run folder's latest")
     t.add_argument("--test_batch_size", type=int, default=256, help="batch size for evaluation")
@@ -60,6 +78,14 @@ def _finish(opt, model_name: str) -> None:
         raise SystemExit("error: --epochs must be at least 1")
     if opt.batch_size < 1:
         raise SystemExit("error: --batch_size must be at least 1")
+    if opt.data_seed is None:
+        opt.data_seed = opt.seed
+    trials = getattr(opt, "trials", 1)
+    if trials < 1:
+        raise SystemExit("error: --trials must be at least 1")
+    if trials > 1 and opt.resume not in (None, "auto"):
+        raise SystemExit("error: with --trials, resume with --resume auto (each trial continues from its own run "
+                         "folder); a single checkpoint path names one trial only")
 
 
 def teacher_parser() -> argparse.ArgumentParser:
@@ -106,6 +132,11 @@ def student_parser() -> argparse.ArgumentParser:
                         "for one per --path_t checkpoint")
     p.add_argument("--distill", type=str, default="kd")
     p.add_argument("--trial", type=str, default="1", help="trial id")
+    p.add_argument("--trials", type=int, default=1,
+                   help="train N students in one process on the same batches, sharing the teacher's forward: "
+                        "trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, "
+                        "checkpoints and metrics, and equals a run of its own with that --seed and --trial and "
+                        "--data_seed set to this run's")
     p.add_argument("-r", "--gamma", type=float, default=None, help="weight for classification (default 1)")
     p.add_argument("-a", "--alpha", type=float, default=None, help="weight balance for KD")
     p.add_argument("-b", "--beta", type=float, default=None, help="weight balance for other losses")

@@ -22,8 +22,10 @@ def lr_at(epoch: int, base_lr: float, decay_epochs: Sequence[int], decay_rate: f
     return base_lr * (decay_rate ** steps)
 
 
-def adjust_learning_rate(epoch: int, opt, optimizer) -> float:
-    lr = lr_at(epoch, opt.learning_rate, parse_epochs(opt.lr_decay_epochs), opt.lr_decay_rate)
+def adjust_learning_rate(epoch: int, opt, optimizer, base_lr=None) -> float:
+    """Set the lr of ``epoch``; ``base_lr`` replaces --learning_rate (e.g. scaled for several processes)."""
+    base = opt.learning_rate if base_lr is None else base_lr
+    lr = lr_at(epoch, base, parse_epochs(opt.lr_decay_epochs), opt.lr_decay_rate)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

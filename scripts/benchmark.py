@@ -15,7 +15,12 @@ Pipelines (``--pipeline``):
   crop/flip/normalise there);
 * ``dataloader``: RepDistiller's input path, a ``torch.utils.data.DataLoader`` (``--num_workers``) over the
   same uint8 images as PIL images with per-image torchvision transforms (RandomCrop(32, padding=4),
-  RandomHorizontalFlip, ToTensor, Normalize), copied to the device each step.
+  RandomHorizontalFlip, ToTensor, Normalize), copied to the device each step. This row is RepDistiller's
+  configuration whatever the flags: float32, contiguous tensors, no compile, and the loss and top-1 read on the
+  host every step (its AverageMeter updates).
+
+``--amp``, ``--channels_last`` and ``--compile`` apply to the ``ours`` rows, as the same flags of the
+training scripts do.
 
 The data is CIFAR-100 when ``cifar-100-python/`` is under ``--data_root``, otherwise a synthetic CIFAR-format
 uint8 set of ``--synthetic_n`` images made in memory (random pixels and labels; the output says which).
@@ -47,8 +52,10 @@ from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
 from distiller_zoo import DistillContext, build_distiller  # noqa: E402
 from distiller_zoo.base import Batch  # noqa: E402
 from helper.checkpoint import save_checkpoint  # noqa: E402
-from helper.loops import _optimizer_for, begin_train_epoch, loss_weights, train_step  # noqa: E402
-from helper.options import parse_teacher_options  # noqa: E402
+from helper.loops import (StudentStep, begin_train_epoch, build_optimizer, compile_network,  # noqa: E402
+                          loss_weights, train_step, uses_cuda_graphs)
+from helper.util import accuracy  # noqa: E402
+from helper.options import parse_teacher_options, str2bool  # noqa: E402
 from helper.run import place_model  # noqa: E402
 from helper.util import select_device, set_seed  # noqa: E402
 from models import build_model  # noqa: E402
@@ -73,7 +80,11 @@ def parse_args(argv=None):
     p.add_argument("--data_root", default="./data", help="CIFAR-100 is used when present here")
     p.add_argument("--synthetic_n", type=int, default=50000, help="images in the synthetic set (no CIFAR-100)")
     p.add_argument("--nce_k", type=int, default=16384, help="CRD negatives (lower it for a small --synthetic_n)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA, as train_student.py --amp")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (ours rows), as train_student.py --amp")
+    p.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=None,
+                   help="channels-last networks and inputs (ours rows; default: on CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (ours rows)")
+    p.add_argument("--compile_mode", default="auto", help="as train_student.py --compile_mode")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="save/benchmark/benchmark.md",
                    help="markdown file (.md), or a folder for benchmark.md; benchmark.json is written next to it")
@@ -152,7 +163,6 @@ def build_teacher_training(args, data, device):
     """As train_teacher.py: the teacher arch trained with the plain cross-entropy distiller 'ce'."""
     opt = parse_teacher_options(["--model", args.model_t, "--batch_size", str(args.batch_size),
                                  "--device", str(device), "--seed", str(args.seed)])
-    opt.amp = args.amp
     model = place_model(build_model(opt.model, num_classes=data.num_classes), device)
     opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
     distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
@@ -165,8 +175,6 @@ def build_method(method, args, data, device, path_t):
     argv = ["--path_t", path_t, "--model_s", args.model_s, "--distill", method,
             "--batch_size", str(args.batch_size), "--device", str(device), "--seed", str(args.seed),
             "--nce_k", str(args.nce_k)]
-    if args.amp:
-        argv.append("--amp")
     opt = train_student.parse_options(argv)
     teacher, student, distiller = train_student.build_distillation(opt, data, device)
     return opt, teacher, student, distiller
@@ -186,19 +194,50 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_steps(batches: Iterator[Batch], opt, student, distiller, teacher, device, warmup: int, steps: int):
-    """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones."""
-    optimizer = _optimizer_for(student, distiller, opt)
+def apply_speed_options(opt, args, pipeline: str) -> None:
+    """The ``ours`` rows take --amp/--channels_last/--compile; the dataloader row stays RepDistiller's."""
+    ours = pipeline == "ours"
+    opt.amp = bool(args.amp) and ours
+    opt.channels_last = args.channels_last if ours else False
+    opt.compile = bool(args.compile) and ours
+    opt.compile_mode = args.compile_mode
+
+
+def time_steps(batches: Iterator[Batch], opt, student, distiller, teacher, device, warmup: int, steps: int,
+               host_sync: bool = False):
+    """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones.
+
+    ``host_sync``: read the loss and top-1 on the host every step, as RepDistiller's loop does.
+    """
+    if bool(getattr(opt, "channels_last", None)):
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    compile_network(student, opt, device)
+    if teacher is not None:
+        compile_network(teacher, opt, device)
+    optimizer = build_optimizer(student, distiller, opt, device)
     weights = loss_weights(opt)
+    step = StudentStep(student, distiller)
     epoch = 1
     begin_train_epoch(epoch, student, distiller, opt, teacher)
+
+    def one():
+        if uses_cuda_graphs(opt, device):
+            torch.compiler.cudagraph_mark_step_begin()
+        batch, out_s, _, loss = train_step(next(batches), epoch, student, distiller, optimizer, opt, device,
+                                           weights, teacher, step=step)
+        if host_sync:
+            loss.item()
+            accuracy(out_s.logits, batch.y)[0].item()
+        return loss
+
     for _ in range(warmup):
-        train_step(next(batches), epoch, student, distiller, optimizer, opt, device, weights, teacher)
+        one()
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        _, _, _, loss = train_step(next(batches), epoch, student, distiller, optimizer, opt, device, weights,
-                                   teacher)
+        loss = one()
     sync(device)
     elapsed = time.perf_counter() - t0
     if not torch.isfinite(loss.detach()).item():
@@ -217,10 +256,20 @@ def device_name(device) -> str:
            f"{torch.get_num_threads()} torch threads)"
 
 
+def speed_note(header: Dict) -> str:
+    parts = ["bf16 autocast" if header["amp"] else "float32"]
+    if header["channels_last"] or (header["channels_last"] is None and header["device"].startswith("cuda")):
+        parts.append("channels-last")
+    if header["compile"]:
+        parts.append("torch.compile")
+    return ", ".join(parts)
+
+
 def markdown(rows: List[Dict], header: Dict) -> str:
     lines = [f"Device: {header['device_name']}; torch {header['torch']}, torchvision {header['torchvision']}; "
              f"{header['model_t']} -> {header['model_s']}, batch {header['batch_size']}, "
-             f"{header['warmup']} warm-up + {header['steps']} timed steps; data: {header['data']}.", "",
+             f"{header['warmup']} warm-up + {header['steps']} timed steps; data: {header['data']}; ours: "
+             f"{speed_note(header)}.", "",
              f"Command: `{header['command']}`", "",
              "| method | pipeline | ms/step | images/s | projected 240 epochs (h) | ours vs dataloader |",
              "|---|---|---:|---:|---:|---:|"]
@@ -250,9 +299,11 @@ def main(argv=None):
                     opt, teacher, student, distiller = build_teacher_training(args, data, device)
                 else:
                     opt, teacher, student, distiller = build_method(method, args, data, device, path_t)
+                apply_speed_options(opt, args, pipeline)
                 batches = our_batches(data, args) if pipeline == "ours" else dataloader_batches(data, args, device)
                 try:
-                    elapsed = time_steps(batches, opt, student, distiller, teacher, device, args.warmup, args.steps)
+                    elapsed = time_steps(batches, opt, student, distiller, teacher, device, args.warmup, args.steps,
+                                         host_sync=pipeline == "dataloader")
                 finally:
                     batches.close()  # ends the DataLoader's workers
                 ms = elapsed * 1000.0 / args.steps
@@ -277,6 +328,7 @@ def main(argv=None):
               "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model_t": args.model_t, "model_s": args.model_s, "batch_size": args.batch_size,
               "warmup": args.warmup, "steps": args.steps, "num_workers": args.num_workers, "amp": args.amp,
+              "channels_last": args.channels_last, "compile": args.compile,
               "data": data_note, "synthetic": data_note.startswith("synthetic"),
               "projection": f"{RECIPE_EPOCHS} * ceil({CIFAR_TRAIN} / batch_size) * ms_per_step"}
     table = markdown(rows, header)
