@@ -5,6 +5,7 @@ Everything here degrades to a no-op (or the identity) in a single process, so ca
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -197,6 +198,24 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> nn.Module:
             dist.broadcast(tmp, src)
             buf.copy_(tmp)
     return module
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel over ``module`` for this toolkit's step.
+
+    static_graph: every step runs the same graph, and it may leave parameters unused (a method's module that
+    only the init stage trains) without the per-step graph walk of find_unused_parameters. Buffers are not
+    synced at each forward: CRD's memory bank is kept equal by its own row exchange and the BatchNorm statistics
+    are synced (--sync_bn) or taken from process 0 once per epoch.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    kwargs = {"device_ids": [device.index] if device.type == "cuda" else None, "static_graph": True}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        kwargs["forward_sync_buffers"] = False  # the newer name; broadcast_buffers is deprecated there
+    else:
+        kwargs["broadcast_buffers"] = False
+    return DistributedDataParallel(module, **kwargs)
 
 
 def barrier() -> None:

@@ -13,11 +13,9 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import Batch, Distiller, Outputs
 
-from torch.nn.parallel import DistributedDataParallel
-
 from .checkpoint import latest_checkpoint, load_checkpoint, options_dict, save_checkpoint
 from .distributed import (all_reduce_sum, average_gradients, barrier, broadcast_buffers, convert_sync_batchnorm,
-                          current_env, scaled_learning_rate)
+                          current_env, scaled_learning_rate, wrap_ddp)
 from .logging import NullLogger, RunLogger, progress
 from .multihead import evaluate_exits, is_multi_exit
 from .trials import RNGStream
@@ -354,8 +352,12 @@ def compile_network(model: nn.Module, opt, device: torch.device) -> None:
 
 
 def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
-                quiet: bool = False) -> None:
-    """Optimizer, resume, logger, init stage and (under torchrun) the DDP wrapper of one run."""
+                quiet: bool = False, fresh_ok: bool = False) -> None:
+    """Optimizer, resume, logger, init stage and (under torchrun) the DDP wrapper of one run.
+
+    ``fresh_ok``: with --resume auto, a run folder without a checkpoint starts from epoch 1 instead of failing
+    (a trial that was killed before its first checkpoint while its siblings wrote theirs).
+    """
     env = current_env()
     os.makedirs(run.run_dir, exist_ok=True)
     if getattr(opt, "sync_bn", False) and env.enabled:
@@ -363,10 +365,12 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
     run.base_lr = scaled_learning_rate(run.opt.learning_rate, env.world_size, getattr(opt, "lr_scale", "none"))
     resume = getattr(opt, "resume", None)
+    path = None
     if resume:
         path = latest_checkpoint(run.run_dir, run.model_name) if resume == "auto" else resume
-        if path is None:
+        if path is None and not fresh_ok:
             raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{run.run_dir}'")
+    if path is not None:
         state = load_checkpoint(path, map_location=device)
         if "optimizer" not in state or "distiller" not in state:
             raise ValueError(f"'{path}' holds weights only; resume needs a ckpt_epoch_N.pth or "
@@ -381,19 +385,14 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         run.own_logger = True
         run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
                       else NullLogger())
-    if resume:
+    if path is not None:
         run.logger.print(f"{run.label}resumed from epoch {run.start_epoch - 1} (best acc {run.best_acc:.2f})")
     elif teacher is not None:
         with run.rng.active():
             run_init_stage(run.opt, data, run.student, teacher, run.distiller, device, run.logger)
     compile_network(run.student, opt, device)
     step = StudentStep(run.student, run.distiller)
-    if env.enabled:
-        # Buffers are not broadcast every step: CRD's memory bank is kept equal by its own row exchange, and
-        # BatchNorm statistics are either synced (--sync_bn) or taken from process 0 at the end of each epoch.
-        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
-                                       broadcast_buffers=False, find_unused_parameters=True)
-    run.step = step
+    run.step = wrap_ddp(step, device) if env.enabled else step
 
 
 def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,
@@ -445,8 +444,15 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
     continues exactly where a killed run stopped; runs that got one epoch further before the kill wait for
     the others.
     """
+    fresh_ok = False
+    if getattr(opt, "resume", None) == "auto" and len(runs) > 1:
+        found = [latest_checkpoint(r.run_dir, r.model_name) is not None for r in runs]
+        if not any(found):
+            raise FileNotFoundError("--resume auto: no resumable checkpoint in any trial's folder: "
+                                    + ", ".join(r.run_dir for r in runs))
+        fresh_ok = True
     for run in runs:
-        prepare_run(run, opt, data, device, teacher, quiet)
+        prepare_run(run, opt, data, device, teacher, quiet, fresh_ok)
     if teacher is not None:
         compile_network(teacher, opt, device)
     for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):

@@ -1,0 +1,139 @@
+"""--trials N: several students on the same batches, each identical to a run of its own."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import train_student
+import train_teacher
+from helper.checkpoint import load_checkpoint
+from helper.trials import RNGStream, trial_id, trial_options
+
+from .conftest import common_args
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tiny_cifar, tmp_path_factory):
+    save = tmp_path_factory.mktemp("teacher")
+    train_teacher.main(common_args(tiny_cifar, save) + ["--model", "resnet8"])
+    return os.path.join(save, "models", "resnet8_cifar100_lr_0.05_decay_0.0005_trial_0", "ckpt_epoch_1.pth")
+
+
+def student_args(tiny_cifar, save, teacher_ckpt, epochs=2):
+    # CRD draws its negatives from the global RNG: the check that trials keep separate streams
+    return common_args(tiny_cifar, save, epochs) + ["--path_t", teacher_ckpt, "--distill", "crd", "--nce_k", "40",
+                                                    "--model_s", "resnet8", "--seed", "5"]
+
+
+def run_folder(save, trial):
+    return os.path.join(save, "student_model", f"S_resnet8_T_resnet8_cifar100_crd_r_1.0_a_0.0_b_0.8_{trial}")
+
+
+def assert_same_state(a, b):
+    for part in ("model", "distiller"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+    moments_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    moments_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert len(moments_a) == len(moments_b) > 0
+    assert all(torch.equal(x, y) for x, y in zip(moments_a, moments_b))
+
+
+def test_trial_ids_and_options():
+    assert [trial_id("1", i) for i in range(3)] == ["1", "2", "3"]
+    assert [trial_id("abl", i) for i in range(3)] == ["abl", "abl_1", "abl_2"]
+    base = train_student.parse_options(["--seed", "7", "--trial", "1", "--trials", "3", "--path_t", "x"])
+    own = trial_options(base, 2)
+    assert (own.seed, own.trial, own.data_seed, own.trials) == (9, "3", 7, 1)
+    assert (base.seed, base.trial, base.trials) == (7, "1", 3)
+
+
+def test_rng_stream_is_independent_of_the_global_rng():
+    torch.manual_seed(1)
+    stream = RNGStream.capture()
+    expected = torch.rand(8)
+    torch.manual_seed(123)
+    with stream.active():
+        first = torch.rand(4)
+    global_draw = torch.rand(2)
+    with stream.active():
+        second = torch.rand(4)
+    # the stream continues its own sequence across activations...
+    assert torch.equal(torch.cat([first, second]), expected)
+    # ...and the global generator continues as if the stream's draws never happened
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(2), global_draw)
+
+
+def test_trials_equal_runs_of_their_own(tiny_cifar, teacher_ckpt, tmp_path, capsys):
+    together = tmp_path / "together"
+    res = train_student.main(student_args(tiny_cifar, together, teacher_ckpt) + ["--trials", "2"])
+    out = capsys.readouterr().out
+    assert len(res["trials"]) == 2 and "2 trials: best acc" in out
+    assert out.count("[trial 2] epoch") == 2
+
+    # trial 0 is the plain run; trial 1 is seed 6, trial id 2, with the shared data order of seed 5
+    alone0 = tmp_path / "alone0"
+    train_student.main(student_args(tiny_cifar, alone0, teacher_ckpt))
+    alone1 = tmp_path / "alone1"
+    train_student.main(student_args(tiny_cifar, alone1, teacher_ckpt)
+                       + ["--seed", "6", "--trial", "2", "--data_seed", "5"])
+    for trial, alone in (("1", alone0), ("2", alone1)):
+        a = load_checkpoint(os.path.join(run_folder(together, trial), "resnet8_last.pth"))
+        b = load_checkpoint(os.path.join(run_folder(alone, trial), "resnet8_last.pth"))
+        assert_same_state(a, b)
+        rows = [json.loads(line) for line in open(os.path.join(run_folder(together, trial), "metrics.jsonl"))]
+        rows_alone = [json.loads(line) for line in open(os.path.join(run_folder(alone, trial), "metrics.jsonl"))]
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in rows_alone]
+        summary = json.load(open(os.path.join(run_folder(together, trial), "summary.json")))
+        assert summary["options"]["trial"] == trial
+    # the two students differ (different seeds), so the comparison above is not vacuous
+    a = load_checkpoint(os.path.join(run_folder(together, "1"), "resnet8_last.pth"))
+    b = load_checkpoint(os.path.join(run_folder(together, "2"), "resnet8_last.pth"))
+    assert not torch.equal(a["model"]["conv1.weight"], b["model"]["conv1.weight"])
+
+
+def test_trials_resume_when_one_trial_is_an_epoch_behind(tiny_cifar, teacher_ckpt, tmp_path):
+    full = tmp_path / "full"
+    train_student.main(student_args(tiny_cifar, full, teacher_ckpt, epochs=3) + ["--trials", "2"])
+
+    # a run killed while writing epoch 2's checkpoints: trial 1 has them, trial 2 is still at epoch 1
+    part = tmp_path / "part"
+    train_student.main(student_args(tiny_cifar, part, teacher_ckpt, epochs=2) + ["--trials", "2"])
+    behind = run_folder(part, "2")
+    shutil.copy(os.path.join(behind, "ckpt_epoch_1.pth"), os.path.join(behind, "resnet8_last.pth"))
+    os.remove(os.path.join(behind, "ckpt_epoch_2.pth"))
+    train_student.main(student_args(tiny_cifar, part, teacher_ckpt, epochs=3) + ["--trials", "2", "--resume", "auto"])
+    for trial in ("1", "2"):
+        a = load_checkpoint(os.path.join(run_folder(full, trial), "resnet8_last.pth"))
+        b = load_checkpoint(os.path.join(run_folder(part, trial), "resnet8_last.pth"))
+        assert a["epoch"] == b["epoch"] == 3
+        assert_same_state(a, b)
+        rows = [json.loads(line) for line in open(os.path.join(run_folder(part, trial), "metrics.jsonl"))]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_trials_refuse_a_single_resume_path(tiny_cifar, teacher_ckpt, tmp_path):
+    with pytest.raises(SystemExit, match="--resume auto"):
+        train_student.main(student_args(tiny_cifar, tmp_path, teacher_ckpt) + ["--trials", "2", "--resume", "x.pth"])
+    with pytest.raises(SystemExit, match="--trials must be at least 1"):
+        train_student.main(student_args(tiny_cifar, tmp_path, teacher_ckpt) + ["--trials", "0"])
+
+
+def test_trials_resume_starts_a_trial_without_checkpoint_afresh(tiny_cifar, teacher_ckpt, tmp_path):
+    full = tmp_path / "full"
+    train_student.main(student_args(tiny_cifar, full, teacher_ckpt, epochs=2) + ["--trials", "2"])
+    part = tmp_path / "part"
+    train_student.main(student_args(tiny_cifar, part, teacher_ckpt, epochs=1) + ["--trials", "2"])
+    shutil.rmtree(run_folder(part, "2"))  # killed before trial 2 wrote anything
+    train_student.main(student_args(tiny_cifar, part, teacher_ckpt, epochs=2) + ["--trials", "2", "--resume", "auto"])
+    for trial in ("1", "2"):
+        assert_same_state(load_checkpoint(os.path.join(run_folder(full, trial), "resnet8_last.pth")),
+                          load_checkpoint(os.path.join(run_folder(part, trial), "resnet8_last.pth")))
+    with pytest.raises(FileNotFoundError, match="any trial"):
+        train_student.main(student_args(tiny_cifar, tmp_path / "empty", teacher_ckpt)
+                           + ["--trials", "2", "--resume", "auto"])
