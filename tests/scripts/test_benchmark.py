@@ -51,3 +51,20 @@ def test_benchmark_rejects_bad_counts():
     bench = _load_benchmark()
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "0"])
+
+
+def test_benchmark_speed_flags_apply_to_our_rows_only(tmp_path):
+    bench = _load_benchmark()
+    from types import SimpleNamespace
+    args = SimpleNamespace(amp=True, channels_last=True, compile=True, compile_mode="auto")
+    ours, baseline = SimpleNamespace(), SimpleNamespace()
+    bench.apply_speed_options(ours, args, "ours")
+    bench.apply_speed_options(baseline, args, "dataloader")
+    assert (ours.amp, ours.channels_last, ours.compile) == (True, True, True)
+    # the DataLoader row is RepDistiller's configuration whatever the flags
+    assert (baseline.amp, baseline.channels_last, baseline.compile) == (False, False, False)
+    out = tmp_path / "t.md"
+    bench.main(["--model_t", "resnet8", "--model_s", "resnet8", "--methods", "kd", "--device", "cpu", "--warmup", "0",
+                "--steps", "1", "--batch_size", "4", "--synthetic_n", "16", "--num_workers", "0", "--pipeline", "ours",
+                "--amp", "--channels_last", "--data_root", str(tmp_path / "none"), "--out", str(out)])
+    assert "ours: bf16 autocast, channels-last." in out.read_text()
