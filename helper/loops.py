@@ -126,17 +126,35 @@ def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distille
     """One optimisation step on ``batch``: forward(s), weighted loss, backward, optimizer step.
 
     Returns ``(batch, out_s, terms, loss)``; ``batch`` carries the input as the networks saw it and ``out_s``
-    the student's logits. The training loop runs the same pieces (teacher_outputs, then optimize per student).
+    the student's logits. The training loop runs the same code (:func:`step_runs`).
+    """
+    run = StudentRun(opt, student, distiller, optimizer=optimizer,
+                     step=step if step is not None else StudentStep(student, distiller))
+    batch, [(loss, terms, logits)] = step_runs(batch, epoch, [run], [weights], opt, device, teacher)
+    return batch, Outputs(logits=logits), terms, loss
+
+
+def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[Dict[str, float]], opt,
+              device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
+    """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
+
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run.
     """
     x = prepare_input(batch.x, use_channels_last(opt, device))
     batch = replace(batch, x=x)
-    out_t = None
+    out_t = {}
     if teacher is not None:
+        feats = any(r.distiller.needs_feats for r in runs)
         with autocast_for(opt, device):
-            out_t = teacher_outputs(teacher, x, distiller.needs_feats, distiller.needs_preact)
-    step = step if step is not None else StudentStep(student, distiller)
-    loss, terms, logits = optimize(step, optimizer, x, out_t, batch, epoch, weights, opt, device)
-    return batch, Outputs(logits=logits), terms, loss
+            for preact in sorted({bool(r.distiller.needs_preact) for r in runs}):
+                out_t[preact] = teacher_outputs(teacher, x, feats, preact)
+    scale = shard_loss_scale(batch, world_size)
+    results = []
+    for r, w in zip(runs, weights):
+        with r.rng.active():
+            results.append(optimize(r.step, r.optimizer, x, out_t.get(bool(r.distiller.needs_preact)), batch, epoch,
+                                    w, r.opt, device, scale))
+    return batch, results
 
 
 class EpochMeter:
@@ -205,9 +223,6 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
         begin_train_epoch(epoch, r.student, r.distiller, r.opt)
     if teacher is not None:
         begin_teacher_epoch(teacher, epoch, opt)
-    channels_last = use_channels_last(opt, device)
-    feats = any(r.distiller.needs_feats for r in runs)
-    preacts = sorted({bool(r.distiller.needs_preact) for r in runs})
     weights = [loss_weights(r.opt) for r in runs]
     meters = [EpochMeter(device) for _ in runs]
     mark_step = uses_cuda_graphs(opt, device)
@@ -216,23 +231,13 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
     for i, batch in enumerate(batches):
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()
-        x = prepare_input(batch.x, channels_last)
-        batch = replace(batch, x=x)
-        out_t = {}
-        if teacher is not None:
-            with autocast_for(opt, device):
-                for preact in preacts:
-                    out_t[preact] = teacher_outputs(teacher, x, feats, preact)
-        scale = shard_loss_scale(batch, env.world_size)
-        for r, w, meter in zip(runs, weights, meters):
-            with r.rng.active():
-                loss, terms, logits = optimize(r.step, r.optimizer, x, out_t.get(bool(r.distiller.needs_preact)),
-                                               batch, epoch, w, r.opt, device, scale)
+        batch, results = step_runs(batch, epoch, runs, weights, opt, device, teacher, env.world_size)
+        for meter, (loss, terms, logits) in zip(meters, results):
             meter.update(loss, terms, logits, batch.y)
         if bar is not None:
             bar.update(1)
             if i % max(1, opt.print_freq) == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{results[0][0].item():.4f}")
     if bar is not None:
         bar.close()
     out = []

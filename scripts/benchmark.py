@@ -24,6 +24,10 @@ training scripts do.
 
 The data is CIFAR-100 when ``cifar-100-python/`` is under ``--data_root``, otherwise a synthetic CIFAR-format
 uint8 set of ``--synthetic_n`` images made in memory (random pixels and labels; the output says which).
+``--trials N`` adds, for every distillation method, a row ``ours, N trials``: N students stepping on the same
+batches with one teacher forward per batch (train_student.py ``--trials N``); its figures are per student (the
+time of a step of all N, divided by N), and ``benchmark.json`` gives its gain over one student (``vs_one_student``).
+
 Every timed step has a full batch. The projected time of the full recipe is
 ``240 * ceil(50000 / batch_size) * ms/step`` (CIFAR-100's 50,000 training images; training steps only, no
 evaluation). Writes ``--out`` (markdown table) and ``benchmark.json`` next to it.
@@ -52,8 +56,8 @@ from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
 from distiller_zoo import DistillContext, build_distiller  # noqa: E402
 from distiller_zoo.base import Batch  # noqa: E402
 from helper.checkpoint import save_checkpoint  # noqa: E402
-from helper.loops import (StudentStep, begin_train_epoch, build_optimizer, compile_network,  # noqa: E402
-                          loss_weights, train_step, uses_cuda_graphs)
+from helper.loops import (StudentStep, begin_teacher_epoch, begin_train_epoch, build_optimizer,  # noqa: E402
+                          compile_network, loss_weights, step_runs, train_step, uses_cuda_graphs)
 from helper.util import accuracy  # noqa: E402
 from helper.options import parse_teacher_options, str2bool  # noqa: E402
 from helper.run import place_model  # noqa: E402
@@ -85,6 +89,9 @@ def parse_args(argv=None):
                    help="channels-last networks and inputs (ours rows; default: on CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (ours rows)")
     p.add_argument("--compile_mode", default="auto", help="as train_student.py --compile_mode")
+    p.add_argument("--trials", type=int, default=1,
+                   help="also time N students per teacher forward (train_student.py --trials N) for every method: "
+                        "an 'ours, N trials' row, per student")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="save/benchmark/benchmark.md",
                    help="markdown file (.md), or a folder for benchmark.md; benchmark.json is written next to it")
@@ -92,8 +99,8 @@ def parse_args(argv=None):
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods:
         p.error("--methods is empty")
-    if args.warmup < 0 or args.steps < 1 or args.batch_size < 1:
-        p.error("--steps and --batch_size must be >= 1, --warmup >= 0")
+    if args.warmup < 0 or args.steps < 1 or args.batch_size < 1 or args.trials < 1:
+        p.error("--steps, --batch_size and --trials must be >= 1, --warmup >= 0")
     return args
 
 
@@ -168,6 +175,24 @@ def build_teacher_training(args, data, device):
     distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
                                                      device=device)).to(device)
     return opt, None, model, distiller
+
+
+def trials_row(method, args, data, device, path_t) -> Dict:
+    """``--trials N`` students of ``method`` stepping on the same batches; ms and images/s per student."""
+    set_seed(args.seed)
+    opt, teacher, student, distiller = build_method(method, args, data, device, path_t)
+    apply_speed_options(opt, args, "ours")
+    opt.trials = args.trials
+    runs = train_student.build_trials(opt, data, device, teacher, student, distiller)
+    batches = our_batches(data, args)
+    elapsed = time_trial_steps(batches, opt, runs, teacher, device, args.warmup, args.steps) / args.trials
+    ms = elapsed * 1000.0 / args.steps
+    row = {"method": method, "pipeline": f"ours, {args.trials} trials", "ms_per_step": ms,
+           "images_per_s": args.batch_size * args.steps / elapsed, "seconds": elapsed * args.trials,
+           "projected_hours": projected_hours(ms, args.batch_size), "speedup": None}
+    print(f"{method:>10} {args.trials} trials: {ms:8.2f} ms/step per student  {row['images_per_s']:9.1f} images/s "
+          f"per student", flush=True)
+    return row
 
 
 def build_method(method, args, data, device, path_t):
@@ -245,6 +270,34 @@ def time_steps(batches: Iterator[Batch], opt, student, distiller, teacher, devic
     return elapsed
 
 
+def time_trial_steps(batches: Iterator[Batch], opt, runs, teacher, device, warmup: int, steps: int):
+    """Seconds for ``steps`` batches on which every run (trial) steps, with one teacher forward per batch."""
+    for r in runs:
+        compile_network(r.student, opt, device)
+        r.optimizer = build_optimizer(r.student, r.distiller, r.opt, device)
+        r.step = StudentStep(r.student, r.distiller)
+        begin_train_epoch(1, r.student, r.distiller, r.opt)
+    compile_network(teacher, opt, device)
+    begin_teacher_epoch(teacher, 1, opt)
+    weights = [loss_weights(r.opt) for r in runs]
+
+    def one():
+        if uses_cuda_graphs(opt, device):
+            torch.compiler.cudagraph_mark_step_begin()
+        return step_runs(next(batches), 1, runs, weights, opt, device, teacher)[1]
+
+    for _ in range(warmup):
+        one()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        results = one()
+    sync(device)
+    if not all(torch.isfinite(loss.detach()).item() for loss, _, _ in results):
+        raise RuntimeError("the benchmark step produced a non-finite loss")
+    return time.perf_counter() - t0
+
+
 def projected_hours(ms_per_step: float, batch_size: int) -> float:
     return RECIPE_EPOCHS * math.ceil(CIFAR_TRAIN / batch_size) * ms_per_step / 1000.0 / 3600.0
 
@@ -316,10 +369,16 @@ def main(argv=None):
                 del opt, teacher, student, distiller, batches
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+            if args.trials > 1 and method != "teacher":
+                rows.append(trials_row(method, args, data, device, path_t))
     by_key = {(r["method"], r["pipeline"]): r for r in rows}
     for r in rows:
+        # N students per teacher forward: per-student figures, compared with one student alone
+        if r["pipeline"].endswith("trials") and (r["method"], "ours") in by_key:
+            r["vs_one_student"] = by_key[(r["method"], "ours")]["ms_per_step"] / r["ms_per_step"]
+    for r in rows:
         other = by_key.get((r["method"], "dataloader"))
-        if r["pipeline"] == "ours" and other is not None:
+        if r["pipeline"].startswith("ours") and other is not None:
             r["speedup"] = other["ms_per_step"] / r["ms_per_step"]
     import torchvision
     header = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,

@@ -68,3 +68,20 @@ def test_benchmark_speed_flags_apply_to_our_rows_only(tmp_path):
                 "--steps", "1", "--batch_size", "4", "--synthetic_n", "16", "--num_workers", "0", "--pipeline", "ours",
                 "--amp", "--channels_last", "--data_root", str(tmp_path / "none"), "--out", str(out)])
     assert "ours: bf16 autocast, channels-last." in out.read_text()
+
+
+def test_benchmark_trials_row_is_per_student(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "t.md"
+    result = bench.main(["--model_t", "resnet8", "--model_s", "resnet8", "--methods", "kd", "--device", "cpu",
+                         "--warmup", "0", "--steps", "2", "--batch_size", "4", "--synthetic_n", "16",
+                         "--num_workers", "0", "--pipeline", "ours", "--trials", "3",
+                         "--data_root", str(tmp_path / "none"), "--out", str(out)])
+    rows = {r["pipeline"]: r for r in result["rows"]}
+    assert set(rows) == {"ours", "ours, 3 trials"}
+    trial = rows["ours, 3 trials"]
+    # per-student figures: total seconds of the timed steps of all three students / 3
+    assert trial["ms_per_step"] == pytest.approx(trial["seconds"] / 3 * 1000 / 2)
+    assert trial["images_per_s"] == pytest.approx(4 * 2 / (trial["seconds"] / 3))
+    assert trial["vs_one_student"] == pytest.approx(rows["ours"]["ms_per_step"] / trial["ms_per_step"])
+    assert "| kd | ours, 3 trials |" in out.read_text()
