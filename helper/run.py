@@ -8,7 +8,7 @@ import torch
 
 from .checkpoint import options_dict
 from .distributed import barrier, current_env, destroy, init_distributed
-from .util import select_device, set_seed
+from .util import set_seed
 
 
 def setup_run(opt):

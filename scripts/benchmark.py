@@ -4,7 +4,7 @@
     python scripts/benchmark.py --device cpu --warmup 2 --steps 5 --methods kd,crd --pipeline both
 
 Each row times ``--steps`` optimisation steps (after ``--warmup`` untimed ones) of exactly the toolkit's step
-(``helper.loops.train_step``: forward of student and teacher, the method's loss, backward, SGD), with the
+(``helper.loops.step_runs``: forward of student and teacher, the method's loss, backward, SGD), with the
 networks, distiller and optimizer built as train_teacher.py / train_student.py build them. The teacher has
 random weights (saved to a temporary ``<arch>_vanilla/ckpt_epoch_240.pth`` and loaded the usual way); the
 speed does not depend on them.
@@ -56,8 +56,8 @@ from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
 from distiller_zoo import DistillContext, build_distiller  # noqa: E402
 from distiller_zoo.base import Batch  # noqa: E402
 from helper.checkpoint import save_checkpoint  # noqa: E402
-from helper.loops import (StudentStep, begin_teacher_epoch, begin_train_epoch, build_optimizer,  # noqa: E402
-                          compile_network, loss_weights, step_runs, train_step, uses_cuda_graphs)
+from helper.loops import (StudentRun, StudentStep, begin_train_epoch, build_optimizer,  # noqa: E402
+                          compile_network, loss_weights, step_runs, use_channels_last, uses_cuda_graphs)
 from helper.util import accuracy  # noqa: E402
 from helper.options import parse_teacher_options, str2bool  # noqa: E402
 from helper.run import place_model  # noqa: E402
@@ -185,7 +185,7 @@ def trials_row(method, args, data, device, path_t) -> Dict:
     opt.trials = args.trials
     runs = train_student.build_trials(opt, data, device, teacher, student, distiller)
     batches = our_batches(data, args)
-    elapsed = time_trial_steps(batches, opt, runs, teacher, device, args.warmup, args.steps) / args.trials
+    elapsed = time_steps(batches, opt, runs, teacher, device, args.warmup, args.steps) / args.trials
     ms = elapsed * 1000.0 / args.steps
     row = {"method": method, "pipeline": f"ours, {args.trials} trials", "ms_per_step": ms,
            "images_per_s": args.batch_size * args.steps / elapsed, "seconds": elapsed * args.trials,
@@ -228,63 +228,34 @@ def apply_speed_options(opt, args, pipeline: str) -> None:
     opt.compile_mode = args.compile_mode
 
 
-def time_steps(batches: Iterator[Batch], opt, student, distiller, teacher, device, warmup: int, steps: int,
+def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, device, warmup: int, steps: int,
                host_sync: bool = False):
-    """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones.
+    """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones; every run
+    (one student, or the trials) steps on each batch, with one teacher forward per batch.
 
     ``host_sync``: read the loss and top-1 on the host every step, as RepDistiller's loop does.
     """
-    if bool(getattr(opt, "channels_last", None)):
-        student.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
-    compile_network(student, opt, device)
-    if teacher is not None:
-        compile_network(teacher, opt, device)
-    optimizer = build_optimizer(student, distiller, opt, device)
-    weights = loss_weights(opt)
-    step = StudentStep(student, distiller)
-    epoch = 1
-    begin_train_epoch(epoch, student, distiller, opt, teacher)
-
-    def one():
-        if uses_cuda_graphs(opt, device):
-            torch.compiler.cudagraph_mark_step_begin()
-        batch, out_s, _, loss = train_step(next(batches), epoch, student, distiller, optimizer, opt, device,
-                                           weights, teacher, step=step)
-        if host_sync:
-            loss.item()
-            accuracy(out_s.logits, batch.y)[0].item()
-        return loss
-
-    for _ in range(warmup):
-        one()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = one()
-    sync(device)
-    elapsed = time.perf_counter() - t0
-    if not torch.isfinite(loss.detach()).item():
-        raise RuntimeError("the benchmark step produced a non-finite loss")
-    return elapsed
-
-
-def time_trial_steps(batches: Iterator[Batch], opt, runs, teacher, device, warmup: int, steps: int):
-    """Seconds for ``steps`` batches on which every run (trial) steps, with one teacher forward per batch."""
+    networks = [r.student for r in runs] + ([teacher] if teacher is not None else [])
+    for net in networks:
+        # the networks were built before the pipeline's options were known
+        if use_channels_last(opt, device):
+            net.to(memory_format=torch.channels_last)
+        compile_network(net, opt, device)
     for r in runs:
-        compile_network(r.student, opt, device)
         r.optimizer = build_optimizer(r.student, r.distiller, r.opt, device)
         r.step = StudentStep(r.student, r.distiller)
-        begin_train_epoch(1, r.student, r.distiller, r.opt)
-    compile_network(teacher, opt, device)
-    begin_teacher_epoch(teacher, 1, opt)
+        begin_train_epoch(1, r.student, r.distiller, r.opt, teacher)
     weights = [loss_weights(r.opt) for r in runs]
 
     def one():
         if uses_cuda_graphs(opt, device):
             torch.compiler.cudagraph_mark_step_begin()
-        return step_runs(next(batches), 1, runs, weights, opt, device, teacher)[1]
+        batch, results = step_runs(next(batches), 1, runs, weights, opt, device, teacher)
+        if host_sync:
+            for loss, _, logits in results:
+                loss.item()
+                accuracy(logits, batch.y)[0].item()
+        return results
 
     for _ in range(warmup):
         one()
@@ -293,9 +264,10 @@ def time_trial_steps(batches: Iterator[Batch], opt, runs, teacher, device, warmu
     for _ in range(steps):
         results = one()
     sync(device)
+    elapsed = time.perf_counter() - t0
     if not all(torch.isfinite(loss.detach()).item() for loss, _, _ in results):
         raise RuntimeError("the benchmark step produced a non-finite loss")
-    return time.perf_counter() - t0
+    return elapsed
 
 
 def projected_hours(ms_per_step: float, batch_size: int) -> float:
@@ -355,8 +327,8 @@ def main(argv=None):
                 apply_speed_options(opt, args, pipeline)
                 batches = our_batches(data, args) if pipeline == "ours" else dataloader_batches(data, args, device)
                 try:
-                    elapsed = time_steps(batches, opt, student, distiller, teacher, device, args.warmup, args.steps,
-                                         host_sync=pipeline == "dataloader")
+                    elapsed = time_steps(batches, opt, [StudentRun(opt, student, distiller)], teacher, device,
+                                         args.warmup, args.steps, host_sync=pipeline == "dataloader")
                 finally:
                     batches.close()  # ends the DataLoader's workers
                 ms = elapsed * 1000.0 / args.steps

@@ -9,21 +9,19 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import train_student
 import train_teacher
 from dataset import build_dataset
 from dataset.cifar import write_cifar_format
 from helper import distributed as D
+from tests.spawn import free_port, spawn_and_wait
 from helper.checkpoint import load_checkpoint
 from helper.loops import fit_runs
 from helper.recipe import set_normalization
@@ -44,12 +42,6 @@ PARAM_TOL = dict(atol=2e-4, rtol=1e-3)
 # running_var is a variance of activations: its size, and with it the absolute effect of a different
 # summation order, grows with the square of the activations, so it gets a relative tolerance of its own.
 BUFFER_TOL = dict(atol=1e-3, rtol=1e-3)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +93,7 @@ def _run(cmd, env):
 
 def _torchrun(script, args, nproc=WORLD):
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           f"--master_port={_free_port()}", script] + list(args)
+           f"--master_port={free_port()}", script] + list(args)
     rc, out = _run(cmd, _clean_env())
     assert rc == 0, f"torchrun {script} failed (rc {rc}):\n{out[-4000:]}"
     return out
@@ -251,14 +243,7 @@ def test_spawned_ranks_keep_identical_crd_memory_and_students(data_root, teacher
     # because every rank writes the rows gathered from both.
     argv = _common(data_root, tmp_path / "save", epochs=2, batch_size=16) + [
         "--path_t", path_t, "--distill", "crd", "--nce_k", "20", "--model_s", "resnet8"]
-    ctx = mp.spawn(_fit_worker, args=(_free_port(), argv, str(tmp_path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail(f"spawned ranks did not finish within {RUN_TIMEOUT_S}s")
+    spawn_and_wait(_fit_worker, (free_port(), argv, str(tmp_path)), WORLD, RUN_TIMEOUT_S)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
 
     assert r0["world_size"] == r1["world_size"] == WORLD

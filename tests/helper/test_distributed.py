@@ -6,16 +6,14 @@ references computed in the parent.
 """
 import copy
 import os
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn import functional as F
 
 from helper import distributed as D
+from tests.spawn import free_port, spawn_and_wait
 from models import build_model
 
 WORLD = 2
@@ -36,12 +34,6 @@ GATHER_SHAPES = {  # rank -> rows; a rank without rows must not break the paddin
     "long": ((0,), (2,)),
     "bool": ((1, 2), (3, 2)),
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gather_input(kind: str, rank: int) -> torch.Tensor:
@@ -170,15 +162,7 @@ def ranks(tmp_path_factory):
     }
     torch.save(inputs, workdir / "inputs.pt")
 
-    ctx = mp.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + WORKER_TIMEOUT_S
-    # A rank stuck in a collective would otherwise hang the suite for gloo's 30-minute timeout.
-    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail(f"distributed workers did not finish within {WORKER_TIMEOUT_S}s")
+    spawn_and_wait(_worker, (free_port(), str(workdir)), WORLD, WORKER_TIMEOUT_S)
     results = [torch.load(workdir / f"rank{r}.pt") for r in range(WORLD)]
     return inputs, results
 
