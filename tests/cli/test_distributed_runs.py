@@ -164,6 +164,28 @@ def test_torchrun_crd_student_matches_one_process_with_the_global_batch(data_roo
 
 
 @pytest.mark.slow
+def test_torchrun_with_trials_matches_one_process_trials(data_root, teacher, tmp_path):
+    # both features together: every process steps both trials, each in its own RNG stream, on its shard
+    _, path_t = teacher
+    method = ["--path_t", path_t, "--distill", "crd", "--nce_k", "20", "--model_s", "resnet8", "--trials", "2"]
+    out = _torchrun("train_student.py", _common(data_root, tmp_path / "ddp", batch_size=16) + method
+                    + ["--sync_bn", "--lr_scale", "none"])
+    train_student.main(_common(data_root, tmp_path / "one", batch_size=32) + method)
+    names = sorted(os.listdir(tmp_path / "ddp" / "student_model"))
+    assert names == sorted(os.listdir(tmp_path / "one" / "student_model")) and len(names) == 2
+    states = []
+    for name in names:
+        got = load_checkpoint(str(tmp_path / "ddp" / "student_model" / name / "resnet8_last.pth"))
+        ref = load_checkpoint(str(tmp_path / "one" / "student_model" / name / "resnet8_last.pth"))
+        _assert_states_close(got["model"], ref["model"], f"student {name}")
+        torch.testing.assert_close(got["distiller"]["criterion.contrast.memory_v1"],
+                                   ref["distiller"]["criterion.contrast.memory_v1"], **PARAM_TOL)
+        states.append(got["model"]["conv1.weight"])
+    assert not torch.equal(states[0], states[1]), "the two trials must be different students"
+    assert out.count("2 trials: best acc") == 1, out
+
+
+@pytest.mark.slow
 def test_torchrun_teacher_matches_one_process_with_the_global_batch(data_root, teacher, tmp_path):
     ref_dir, _ = teacher
     _torchrun("train_teacher.py", _common(data_root, tmp_path, batch_size=16)
