@@ -86,13 +86,50 @@ def check_block_depth_applies(model_name: str, depth) -> None:
 
 
 def parse_options(argv=None, parser=None):
+    """The options of one run (the first configuration when --model_s/--distill list several)."""
+    return parse_configurations(argv, parser)[0]
+
+
+def parse_configurations(argv=None, parser=None):
+    """One options object per student x method of comma-separated ``--model_s``/``--distill`` values.
+
+    They train side by side in one process (the teacher's forward shared), so everything but the student, the
+    method and what follows from them (default lr and loss weights, run folder) must be common to all.
+    """
     parser = parser or student_parser()
-    opt = parser.parse_args(argv)
-    # a method's reference recipe (BYOT, CheckpointKD) replaces toolkit defaults the user did not override
-    recipe = getattr(distiller_zoo.REGISTRY.get(opt.distill), "recipe", None)
-    if recipe:
-        opt.recipe_applied = ",".join(sorted(apply_recipe(opt, recipe, explicit_dests(parser, argv))))
-    return finish_options(opt)
+    raw = parser.parse_args(argv)
+    pairs = [(m, d) for m in split_list(raw.model_s) for d in split_list(raw.distill)]
+    if not pairs:
+        raise SystemExit("error: --model_s and --distill need at least one value each")
+    configs = []
+    for model_s, method in pairs:
+        opt = copy.copy(raw)
+        opt.model_s, opt.distill = model_s, method
+        # a method's reference recipe (BYOT, CheckpointKD) replaces toolkit defaults the user did not override
+        recipe = getattr(distiller_zoo.REGISTRY.get(method), "recipe", None)
+        if recipe:
+            opt.recipe_applied = ",".join(sorted(apply_recipe(opt, recipe, explicit_dests(parser, argv))))
+        configs.append(finish_options(opt))
+    if len(configs) > 1:
+        check_side_by_side(configs)
+    return configs
+
+
+def split_list(text) -> list:
+    return [v.strip() for v in str(text).split(",") if v.strip()]
+
+
+def check_side_by_side(configs) -> None:
+    """Several configurations share batches, schedule and teacher; refuse what cannot be shared."""
+    names = ", ".join(f"{c.model_s}/{c.distill}" for c in configs)
+    if any(getattr(c, "recipe_applied", "") for c in configs):
+        raise SystemExit(f"error: {names}: a method with its own recipe (byot, checkpointkd) changes the schedule, "
+                         "so it cannot share a run with other configurations; run it alone")
+    known = [c for c in configs if c.distill in distiller_zoo.REGISTRY]
+    if len({distiller_zoo.REGISTRY[c.distill].needs_teacher for c in known}) > 1:
+        raise SystemExit(f"error: {names}: methods with and without a teacher cannot share a run; run them apart")
+    if configs[0].test:
+        raise SystemExit("error: --test 1 evaluates one student; give one --model_s and one --distill")
 
 
 def build_student(opt, num_classes: int):
@@ -161,14 +198,20 @@ def build_student_side(opt, data, device, teacher):
     return student, distiller.to(device)
 
 
-def build_trials(opt, data, device, teacher, student, distiller):
-    """One StudentRun per trial; trial 0 is the student already built from ``opt``."""
+def build_trials(opt, data, device, teacher, student, distiller, side_by_side: bool = False):
+    """One StudentRun per trial; trial 0 is the student already built from ``opt``.
+
+    ``side_by_side``: other configurations train in the same process, so even a single trial needs its own RNG
+    stream and a console label naming its configuration.
+    """
     def run_for(o, s, d, rng):
         label = f"[trial {o.trial}] " if opt.trials > 1 else ""
+        if side_by_side:
+            label = f"[{o.model_s} {o.distill} trial {o.trial}] "
         return StudentRun(o, s, d, os.path.join(o.save_dir, "student_model", run_folder_name(o, s)), o.model_s,
                           rng=rng, label=label)
 
-    if opt.trials == 1:
+    if opt.trials == 1 and not side_by_side:
         return [run_for(opt, student, distiller, RNGStream())]
     runs = [run_for(opt, student, distiller, RNGStream.capture())]
     for i in range(1, opt.trials):
@@ -201,7 +244,8 @@ def evaluate_only(opt, data, device):
 
 def main(argv=None, data=None):
     """Run one distillation. ``data``: a prepared DataBundle (search.py passes its held-out split)."""
-    opt = parse_options(argv)
+    configs = parse_configurations(argv)
+    opt = configs[0]
     device = setup_run(opt)
     if device.type == "cuda":
         deterministic = bool(getattr(distiller_zoo.REGISTRY.get(opt.distill), "deterministic_cudnn", False))
@@ -213,7 +257,13 @@ def main(argv=None, data=None):
     if opt.test:
         return evaluate_only(opt, data, device)
     teacher, student, distiller = build_distillation(opt, data, device)
-    runs = build_trials(opt, data, device, teacher, student, distiller)
+    side_by_side = len(configs) > 1
+    runs = build_trials(opt, data, device, teacher, student, distiller, side_by_side)
+    for own in configs[1:]:
+        resolve_loss_weights(own, distiller_class(own).default_weights)
+        own.model_t, own.teacher_tag = opt.model_t, getattr(opt, "teacher_tag", None)
+        s, d = build_student_side(own, data, device, teacher)
+        runs += build_trials(own, data, device, teacher, s, d, side_by_side)
     teacher_name = getattr(opt, "teacher_tag", None) or opt.model_t
     summary = {}
     if teacher is not None:
@@ -226,9 +276,11 @@ def main(argv=None, data=None):
         announce(f"'{opt.distill}' recipe for options not given: "
                  + ", ".join(f"{k}={getattr(opt, k)}" for k in opt.recipe_applied.split(",")))
     extra = f", milestone checking x{distiller.mc_weight} {distiller.stage_weights}" if opt.mc else ""
-    outputs = runs[0].run_dir if len(runs) == 1 else f"{len(runs)} trials, " + ", ".join(r.run_dir for r in runs)
-    announce(f"distilling {teacher_name} -> {opt.model_s} with '{opt.distill}' (r={opt.gamma}, a={opt.alpha}, "
-             f"b={opt.beta}{extra}) on {device}{describe_processes()}; output: {outputs}")
+    for own in configs:
+        announce(f"distilling {teacher_name} -> {own.model_s} with '{own.distill}' (r={own.gamma}, a={own.alpha}, "
+                 f"b={own.beta}{extra}) on {device}{describe_processes()}")
+    announce("output: " + (runs[0].run_dir if len(runs) == 1 else f"{len(runs)} runs, "
+                                                                   + ", ".join(r.run_dir for r in runs)))
     results = fit_runs(runs, opt, data, device, teacher=teacher)
     for run, result in zip(runs, results):
         own = {**summary, **run_summary(run.run_dir)}
@@ -242,8 +294,11 @@ def main(argv=None, data=None):
         result["run_dir"] = run.run_dir
     first = dict(results[0])
     if len(runs) > 1:
-        first["trials"] = results
-        announce(trials_line(results))
+        first["trials"] = results  # every run, in the order of the configurations and their trials
+    if opt.trials > 1:
+        for i in range(0, len(results), opt.trials):
+            prefix = f"{runs[i].opt.model_s} {runs[i].opt.distill}: " if side_by_side else ""
+            announce(prefix + trials_line(results[i:i + opt.trials]))
     finish_processes()
     return first
 

@@ -123,14 +123,17 @@ def student_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("distill a student from a teacher")
     add_common_args(p)
     p.add_argument("--init_epochs", type=int, default=30, help="init-stage epochs (abound, factor, fsp)")
-    p.add_argument("--model_s", type=str, default="resnet8")
+    p.add_argument("--model_s", type=str, default="resnet8",
+                   help="student architecture; comma-separated ones train side by side (with every --distill value)")
     p.add_argument("--path_t", type=str, default=None,
                    help="teacher checkpoint; several comma-separated ones average their logits (CheckpointKD); "
                         "with --teacher_epochs, the teacher's run folder")
     p.add_argument("--model_t", type=str, default=None,
                    help="teacher architecture (default: parsed from the --path_t folder name); comma-separated "
                         "for one per --path_t checkpoint")
-    p.add_argument("--distill", type=str, default="kd")
+    p.add_argument("--distill", type=str, default="kd",
+                   help="method; comma-separated ones train side by side in one process, sharing the teacher's "
+                        "forward (each run as it would alone)")
     p.add_argument("--trial", type=str, default="1", help="trial id")
     p.add_argument("--trials", type=int, default=1,
                    help="train N students in one process on the same batches, sharing the teacher's forward: "

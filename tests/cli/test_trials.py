@@ -137,3 +137,41 @@ def test_trials_resume_starts_a_trial_without_checkpoint_afresh(tiny_cifar, teac
     with pytest.raises(FileNotFoundError, match="any trial"):
         train_student.main(student_args(tiny_cifar, tmp_path / "empty", teacher_ckpt)
                            + ["--trials", "2", "--resume", "auto"])
+
+
+def test_several_methods_side_by_side_equal_runs_of_their_own(tiny_cifar, teacher_ckpt, tmp_path, capsys):
+    # kd needs logits only, crd features: the shared teacher forward must serve both
+    base = common_args(tiny_cifar, tmp_path / "together", 2) + ["--path_t", teacher_ckpt, "--model_s", "resnet8",
+                                                                "--seed", "5"]
+    # crd first: building kd afterwards moves the global RNG, which crd's negatives must not see
+    res = train_student.main(base + ["--distill", "crd,kd", "--nce_k", "40"])
+    out = capsys.readouterr().out
+    assert "[resnet8 kd trial 1] epoch 2/2" in out and "[resnet8 crd trial 1] epoch 2/2" in out
+    assert len(res["trials"]) == 2
+    for method, folder in (("kd", "S_resnet8_T_resnet8_cifar100_kd_r_0.1_a_0.9_b_0.0_1"),
+                           ("crd", "S_resnet8_T_resnet8_cifar100_crd_r_1.0_a_0.0_b_0.8_1")):
+        alone = tmp_path / f"alone_{method}"
+        train_student.main(common_args(tiny_cifar, alone, 2) + ["--path_t", teacher_ckpt, "--model_s", "resnet8",
+                                                                 "--seed", "5", "--distill", method, "--nce_k", "40"])
+        # each method keeps its own default loss weights (kd: -r 0.1 -a 0.9, crd: -b 0.8) and folder
+        a = load_checkpoint(os.path.join(tmp_path / "together", "student_model", folder, "resnet8_last.pth"))
+        b = load_checkpoint(os.path.join(alone, "student_model", folder, "resnet8_last.pth"))
+        assert_same_state(a, b)
+
+
+def test_student_grid_with_trials_and_refusals(tmp_path):
+    configs = train_student.parse_configurations(["--model_s", "resnet8,MobileNetV2", "--distill", "kd,attention",
+                                                  "--path_t", "x", "--trials", "2"])
+    assert [(c.model_s, c.distill) for c in configs] == [("resnet8", "kd"), ("resnet8", "attention"),
+                                                          ("MobileNetV2", "kd"), ("MobileNetV2", "attention")]
+    # each configuration gets RepDistiller's default lr of its student
+    assert [c.learning_rate for c in configs] == [0.05, 0.05, 0.01, 0.01]
+    with pytest.raises(SystemExit, match="own recipe"):
+        train_student.parse_configurations(["--distill", "kd,checkpointkd", "--path_t", "x"])
+    with pytest.raises(SystemExit, match="with and without a teacher"):
+        train_student.parse_configurations(["--distill", "kd,byot", "--model_s", "multi_resnet18_kd",
+                                            "--epochs", "1", "--batch_size", "64", "--learning_rate", "0.1",
+                                            "--lr_decay_epochs", "1", "--kd_T", "3", "--data_norm", "byot",
+                                            "--lr_decay_rate", "0.1", "--weight_decay", "5e-4"])
+    with pytest.raises(SystemExit, match="--test 1"):
+        train_student.parse_configurations(["--distill", "kd,crd", "--test", "1"])
