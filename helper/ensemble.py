@@ -21,8 +21,8 @@ Teacher BatchNorm during distillation (``--teacher_bn``):
 
 Evaluation (``validate``) always sees the teacher in eval mode: the loop calls ``teacher.eval()`` at the start
 of every epoch and then ``teacher.begin_epoch(epoch, epochs)``, which is where train mode is switched on.
-A resumed ``--teacher_bn train`` run restarts from the running statistics of the checkpoint files (the
-teacher is not part of the student's checkpoints); they only matter after the switch to eval mode.
+In these modes the student's resumable checkpoints also carry the teacher's state (``teacher``), so a resumed
+run continues with the running statistics the teacher had reached, as an uninterrupted run would.
 """
 from __future__ import annotations
 

@@ -209,6 +209,7 @@ class StudentRun:
     start_epoch: int = 1
     best_acc: float = 0.0
     base_lr: float = 0.0
+    teacher_state: Optional[Dict[str, torch.Tensor]] = None  # a stateful teacher's state from the resumed checkpoint
     result: Dict[str, float] = field(default_factory=dict)
 
 
@@ -386,6 +387,7 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         run.start_epoch = int(state["epoch"]) + 1
         run.best_acc = float(state.get("best_acc", 0.0))
         run.rng.restore(state.get("rng"))
+        run.teacher_state = state.get("teacher")
     if run.logger is None:
         run.own_logger = True
         run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
@@ -400,9 +402,14 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     run.step = wrap_ddp(step, device) if env.enabled else step
 
 
+def stateful_teacher(teacher: Optional[nn.Module]) -> bool:
+    """A teacher whose BatchNorm statistics move while distilling (CheckpointKD's --teacher_bn train modes)."""
+    return teacher is not None and getattr(teacher, "bn_mode", "eval") != "eval"
+
+
 def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,
-                 device: torch.device) -> None:
-    """Validate, log and checkpoint one run after a training epoch."""
+                 device: torch.device, teacher: Optional[nn.Module] = None) -> None:
+    """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves)."""
     env = current_env()
     if env.enabled:
         broadcast_buffers(run.student)
@@ -430,6 +437,8 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
     full = {"epoch": epoch, "model": run.student.state_dict(), "accuracy": test["acc"], "best_acc": run.best_acc,
             "optimizer": run.optimizer.state_dict(), "distiller": run.distiller.state_dict(),
             "opt": options_dict(opt), "rng": run.rng.snapshot()}
+    if stateful_teacher(teacher):
+        full["teacher"] = teacher.state_dict()
     if improved:
         save_checkpoint({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
                          "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
@@ -458,6 +467,11 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
         fresh_ok = True
     for run in runs:
         prepare_run(run, opt, data, device, teacher, quiet, fresh_ok)
+    if stateful_teacher(teacher):
+        # the shared teacher continues from where the run that resumes earliest left it
+        resumed = sorted((r.start_epoch, i) for i, r in enumerate(runs) if r.teacher_state is not None)
+        if resumed:
+            teacher.load_state_dict(runs[resumed[0][1]].teacher_state)
     if teacher is not None:
         compile_network(teacher, opt, device)
     for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):
@@ -467,7 +481,7 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
         trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher)
         t_train = time.time() - t0
         for run, lr, train in zip(active, lrs, trains):
-            finish_epoch(run, epoch, lr, train, t_train, data, device)
+            finish_epoch(run, epoch, lr, train, t_train, data, device, teacher)
     for run in runs:
         if run.own_logger:
             run.logger.close()

@@ -217,3 +217,24 @@ def test_run_script_end_to_end(micro_cifar, tmp_path):
     for t in (0, 1):
         assert os.path.isfile(os.path.join(save, "models", f"resnet8_cifar100_lr_0.1_decay_0.0005_trial_{t}",
                                            "ckpt_epoch_2.pth"))
+
+
+def test_teacher_bn_train_resume_restores_the_teachers_statistics(snapshot_run, micro_cifar, tmp_path):
+    # train_always: the teacher's running statistics move in every epoch, and the student's logits see them
+    _, run = snapshot_run
+    args = ["--distill", "kd", "--model_s", "resnet8", "--path_t", run, "--teacher_epochs", "20,40",
+            "--teacher_bn", "train_always"]
+    full = train_student.main(args + cpu_args(micro_cifar, tmp_path / "full", epochs=2))
+    train_student.main(args + cpu_args(micro_cifar, tmp_path / "part", epochs=1))
+    part = train_student.main(args + cpu_args(micro_cifar, tmp_path / "part", epochs=2) + ["--resume", "auto"])
+    a = load_checkpoint(os.path.join(full["run_dir"], "resnet8_last.pth"))
+    b = load_checkpoint(os.path.join(part["run_dir"], "resnet8_last.pth"))
+    assert set(a["teacher"]) == set(b["teacher"]) and any("running_mean" in k for k in a["teacher"])
+    for k in a["teacher"]:
+        assert torch.equal(a["teacher"][k], b["teacher"][k]), k
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    # with the default --teacher_bn eval nothing about the teacher is stored
+    plain = train_student.main(["--distill", "kd", "--model_s", "resnet8", "--path_t",
+                                os.path.join(run, "ckpt_epoch_40.pth")] + cpu_args(micro_cifar, tmp_path / "eval"))
+    assert "teacher" not in load_checkpoint(os.path.join(plain["run_dir"], "resnet8_last.pth"))
