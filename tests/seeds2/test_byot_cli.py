@@ -22,7 +22,6 @@ from models.multi_resnet import multi_resnet18_kd, multi_resnet50_kd
 
 from .conftest import cpu_args
 
-torch.set_num_threads(2)
 RUN = "S_multi_resnet18_kd_T_self_cifar100_byot_r_0.9_a_0.1_b_1e-06_1"
 README_TRAIN = "--distill byot --model_s multi_resnet18_kd"
 

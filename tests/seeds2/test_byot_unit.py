@@ -13,7 +13,6 @@ from helper.recipe import apply_recipe, explicit_dests, set_normalization
 from helper.util import lr_at, parse_epochs
 from models.multi_resnet import BYOT_MODELS, drop_unused_downsample, multi_resnet18_kd, multi_resnet50_kd
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

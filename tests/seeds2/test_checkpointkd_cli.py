@@ -36,7 +36,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
                                 "scripts"))
 import select_teacher  # noqa: E402
 
-torch.set_num_threads(2)
 TEACHER_RECIPE = "--learning_rate 0.1 --lr_decay_epochs 60,120,180 --nesterov"
 
 

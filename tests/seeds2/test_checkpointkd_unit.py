@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
                                 "scripts"))
 import select_teacher  # noqa: E402
 
-torch.set_num_threads(2)
 
 
 def _members(n=3, seed=0):
