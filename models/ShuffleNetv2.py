@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import classify, run_stages
+
 __all__ = ["ShuffleNetV2", "BasicBlock", "DownBlock", "ShuffleV2", "configs"]
 
 
@@ -134,22 +136,11 @@ class ShuffleNetV2(nn.Module):
         raise NotImplementedError("ShuffleNetV2 is not supported as an 'Overhaul' (OFD) teacher")
 
     def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
-        x = F.relu(self.bn1(self.conv1(x)))
-        post, pre = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            x, x_pre = stage(x)
-            post.append(x)
-            pre.append(x_pre)
+        x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         x = F.relu(self.bn2(self.conv2(x)))
         # RepDistiller's fixed 4x4 window is the whole map for 32x32 inputs; sizing it from the
         # map gives identical results there and works for other sizes.
-        x = torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1)
-        post.append(x)
-        pre.append(x)
-        logits = self.linear(x)
-        if not is_feat:
-            return logits
-        return (pre if preact else post), logits
+        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear, is_feat, preact)
 
 
 def ShuffleV2(num_classes: int = 100, **kwargs) -> ShuffleNetV2:

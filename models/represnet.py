@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ambb import conv_bn
+from .features import classify, run_stages
 
 __all__ = ['RepResNet', 'represnet20', 'represnet32', 'represnet8x4']
 
@@ -92,23 +93,8 @@ class RepResNet(nn.Module):
         return [self.layer1[-1].conv2, self.layer2[-1].conv2, self.layer3[-1].conv2]
 
     def forward(self, x, is_feat=False, preact=False):
-        x = self.relu(self.conv1(x))
-        f0 = x
-        x, f1_pre = self.layer1(x)
-        f1 = x
-        x, f2_pre = self.layer2(x)
-        f2 = x
-        x, f3_pre = self.layer3(x)
-        f3 = x
-        x = self.avgpool(x)
-        x = x.view(x.size(0), -1)
-        f4 = x
-        x = self.fc(x)
-        if not is_feat:
-            return x
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, f4], x
-        return [f0, f1, f2, f3, f4], x
+        x, post, pre = run_stages(self.relu(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
+        return classify(self.avgpool(x).view(x.size(0), -1), post, pre, self.fc, is_feat, preact)
 
 
 def represnet20(num_classes=100, block_type='AMBB', deploy=False):

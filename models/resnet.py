@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import classify, run_stages
+
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet8", "resnet14", "resnet20", "resnet32",
            "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4"]
 
@@ -136,21 +138,10 @@ class ResNet(nn.Module):
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
     def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
-        x = self.relu(self.bn1(self.conv1(x)))
-        post, pre = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            x, x_pre = stage(x)
-            post.append(x)
-            pre.append(x_pre)
+        x, post, pre = run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         # RepDistiller pools with a fixed 8x8 window. A window the size of the map is the same
         # op (bit for bit) on 32x32 inputs and keeps other input sizes usable.
-        x = torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1)
-        post.append(x)
-        pre.append(x)
-        logits = self.fc(x)
-        if not is_feat:
-            return logits
-        return (pre if preact else post), logits
+        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.fc, is_feat, preact)
 
 
 def _cifar_resnet(depth: int, filters: Sequence[int], num_classes: int, **kwargs) -> ResNet:

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import classify, run_stages
+
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNet18", "ResNet34", "ResNet50"]
 
 
@@ -117,19 +119,8 @@ class ResNet(nn.Module):
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
     def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
-        x = F.relu(self.bn1(self.conv1(x)))
-        post, pre = [x], [x]
-        for stage in self._stages():
-            x, x_pre = stage(x)
-            post.append(x)
-            pre.append(x_pre)
-        x = torch.flatten(self.avgpool(x), 1)
-        post.append(x)
-        pre.append(x)
-        logits = self.linear(x)
-        if not is_feat:
-            return logits
-        return (pre if preact else post), logits
+        x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), self._stages())
+        return classify(torch.flatten(self.avgpool(x), 1), post, pre, self.linear, is_feat, preact)
 
 
 def ResNet18(num_classes: int = 100, **kwargs) -> ResNet:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import classify
 from .init import init_fan_out_normal
 
 __all__ = ["VGG", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
@@ -80,13 +81,7 @@ class VGG(nn.Module):
             x = F.relu(x_pre)
             post.append(x)
             pre.append(x_pre)
-        x = torch.flatten(self.pool4(x), 1)
-        post.append(x)
-        pre.append(x)
-        logits = self.classifier(x)
-        if not is_feat:
-            return logits
-        return (pre if preact else post), logits
+        return classify(torch.flatten(self.pool4(x), 1), post, pre, self.classifier, is_feat, preact)
 
     def _initialize_weights(self):
         init_fan_out_normal(self)
