@@ -6,7 +6,6 @@ few steps their weights agree up to float summation order. Differences grow chao
 steps (~3e-3 relative after 10), hence tiny runs: 43 training images, global batch 32, 2-4 steps.
 """
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from dataset.cifar import write_cifar_format
 from helper import distributed as D
 from tests.spawn import free_port, spawn_and_wait
 from helper.checkpoint import load_checkpoint
+from helper.logging import read_metrics
 from helper.loops import fit_runs
 from helper.recipe import set_normalization
 from helper.run import setup_run
@@ -105,11 +105,6 @@ def _only_run_dir(save_dir):
     return dirs[0]
 
 
-def _metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _assert_states_close(got, ref, what):
     assert list(got) == list(ref), what
     for k, v in ref.items():
@@ -155,11 +150,11 @@ def test_torchrun_crd_student_matches_one_process_with_the_global_batch(data_roo
     # --lr_scale linear: 0.025 per process x 2 processes
     assert got["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05)
     assert got["opt"]["world_size"] == WORLD
-    rows = _metrics(ddp_dir)
+    rows = read_metrics(ddp_dir)
     assert [r["epoch"] for r in rows] == [1], "metrics.jsonl must be written by process 0 only"
     assert rows[0]["lr"] == pytest.approx(0.05)
     # the epoch's training loss is summed over both processes' samples, so it is the global batch's
-    assert rows[0]["train_loss"] == pytest.approx(_metrics(one_dir)[0]["train_loss"], rel=1e-4)
+    assert rows[0]["train_loss"] == pytest.approx(read_metrics(one_dir)[0]["train_loss"], rel=1e-4)
     assert out.count("x 2 processes") == 1, out
 
 
@@ -195,7 +190,7 @@ def test_torchrun_teacher_matches_one_process_with_the_global_batch(data_root, t
     ref = load_checkpoint(os.path.join(ref_dir, "resnet8_last.pth"))
     _assert_states_close(got["model"], ref["model"], "teacher")
     assert got["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.05)
-    assert [r["epoch"] for r in _metrics(run_dir)] == [1]
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1]
 
 
 @pytest.mark.slow
@@ -217,7 +212,7 @@ def test_resume_with_a_different_number_of_processes(data_root, teacher, tmp_pat
     _assert_states_close(got["model"], ref["model"], "resumed student")
     # without this, a resume that silently restarted from scratch would still compare with its own epoch 1
     _assert_moved(got["model"], after_one["model"], "epoch 2 of the resumed run")
-    rows = _metrics(resumed_dir)
+    rows = read_metrics(resumed_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.05])
 

@@ -10,6 +10,7 @@ import train_student
 import train_teacher
 import validation
 from helper.checkpoint import load_checkpoint
+from helper.logging import read_metrics
 
 from .conftest import common_args
 
@@ -31,7 +32,7 @@ def test_teacher_run_writes_repdistiller_files(teacher_run):
     assert os.path.isdir(os.path.join(run, "tensorboard")) and os.listdir(os.path.join(run, "tensorboard"))
     ck = load_checkpoint(os.path.join(run, "ckpt_epoch_1.pth"))
     assert ck["epoch"] == 1 and {"model", "accuracy", "optimizer"} <= set(ck)
-    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1]
     assert rows[0]["lr"] == pytest.approx(0.05)
     assert 0 <= rows[0]["test_acc"] <= 100 and rows[0]["train_loss"] > 0
@@ -46,7 +47,7 @@ def test_kd_student_and_validation(teacher_run, tiny_cifar, capsys):
     out = capsys.readouterr().out
     assert "teacher resnet8: test acc" in out
     sdir = os.path.join(save, "student_model", "S_resnet8_T_resnet8_cifar100_kd_r_0.1_a_0.9_b_0.0_1")
-    rows = [json.loads(line) for line in open(os.path.join(sdir, "metrics.jsonl"))]
+    rows = read_metrics(sdir)
     assert rows[0]["loss_kl"] > 0 and rows[0]["loss_ce"] > 0
     # the weighted sum the loop optimised is gamma*CE + alpha*KL + beta*0
     assert rows[0]["train_loss"] == pytest.approx(0.1 * rows[0]["loss_ce"] + 0.9 * rows[0]["loss_kl"], rel=1e-4)
@@ -71,7 +72,7 @@ def test_resume_matches_uninterrupted_run(teacher_run, tiny_cifar, tmp_path):
     assert a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    rows = [json.loads(line) for line in open(cut_dir / "student_model" / name / "metrics.jsonl")]
+    rows = read_metrics(cut_dir / "student_model" / name)
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # nothing repeated or skipped
     assert rows[2]["lr"] == pytest.approx(0.005)
 

@@ -9,6 +9,7 @@ import torch
 import train_student
 import train_teacher
 from helper.checkpoint import load_checkpoint
+from helper.logging import read_metrics
 from helper.trials import RNGStream, trial_id, trial_options
 
 from .conftest import common_args
@@ -85,8 +86,8 @@ def test_trials_equal_runs_of_their_own(tiny_cifar, teacher_ckpt, tmp_path, caps
         a = load_checkpoint(os.path.join(run_folder(together, trial), "resnet8_last.pth"))
         b = load_checkpoint(os.path.join(run_folder(alone, trial), "resnet8_last.pth"))
         assert_same_state(a, b)
-        rows = [json.loads(line) for line in open(os.path.join(run_folder(together, trial), "metrics.jsonl"))]
-        rows_alone = [json.loads(line) for line in open(os.path.join(run_folder(alone, trial), "metrics.jsonl"))]
+        rows = read_metrics(run_folder(together, trial))
+        rows_alone = read_metrics(run_folder(alone, trial))
         assert [r["epoch"] for r in rows] == [1, 2]
         assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in rows_alone]
         summary = json.load(open(os.path.join(run_folder(together, trial), "summary.json")))
@@ -113,7 +114,7 @@ def test_trials_resume_when_one_trial_is_an_epoch_behind(tiny_cifar, teacher_ckp
         b = load_checkpoint(os.path.join(run_folder(part, trial), "resnet8_last.pth"))
         assert a["epoch"] == b["epoch"] == 3
         assert_same_state(a, b)
-        rows = [json.loads(line) for line in open(os.path.join(run_folder(part, trial), "metrics.jsonl"))]
+        rows = read_metrics(run_folder(part, trial))
         assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 

@@ -1,5 +1,4 @@
 """Every --distill value through train_student.py, on pairs of different widths and depths."""
-import json
 import os
 
 import numpy as np
@@ -11,6 +10,7 @@ import train_student
 from dataset import DataBundle, TensorImageSet
 from dataset.cifar import write_cifar_format
 from helper.checkpoint import save_checkpoint
+from helper.logging import read_metrics
 from models import build_model
 
 METHODS = [m for m in distiller_zoo.available() if m not in ("ce", "byot")]
@@ -76,7 +76,7 @@ def test_each_method_runs_end_to_end(micro, method):
         run = [d for d in os.listdir(micro / "save" / "student_model")
                if d.startswith(f"S_{student}_T_{teacher}_cifar100_{method}_") and d.endswith(f"{teacher}-{method}")]
         assert len(run) == 1
-        rows = [json.loads(line) for line in open(micro / "save" / "student_model" / run[0] / "metrics.jsonl")]
+        rows = read_metrics(micro / "save" / "student_model" / run[0])
         train_rows = [r for r in rows if r.get("stage", "train") == "train"]
         assert len(train_rows) == 1 and np.isfinite(train_rows[0]["train_loss"])
         assert 0 <= res["last_acc"] <= 100

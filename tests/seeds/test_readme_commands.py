@@ -20,6 +20,7 @@ import train_student
 import train_teacher
 import validation
 from helper.checkpoint import load_checkpoint
+from helper.logging import read_metrics
 
 
 EMKD_LINES = [
@@ -52,10 +53,6 @@ def train_flags(data_root, epochs=1):
             "--epochs", str(epochs), "--save_freq", "1"]
 
 
-def rows_of(run_dir):
-    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, teacher_cifar):
     wd = tmp_path_factory.mktemp("readme")
@@ -82,7 +79,7 @@ def test_kdrefine_readme(workdir, seed_cifar, monkeypatch, capsys):
     last = load_checkpoint(os.path.join(run, "represnet20_last.pth"))
     assert last["epoch"] == 2 and os.path.isfile(os.path.join(run, "ckpt_epoch_2.pth"))
     assert any("duplicate1" in k for k in last["model"])  # trained in the multi-branch AMBB form
-    rows = rows_of(run)
+    rows = read_metrics(run)
     assert [r["lr"] for r in rows] == [pytest.approx(0.01)] * 2  # KDrefine's lr default
     r = rows[0]
     assert r["train_loss"] == pytest.approx(0.1 * r["loss_ce"] + 0.9 * r["loss_kl"], rel=1e-4)
@@ -113,7 +110,7 @@ def test_ickd_readme(workdir, seed_cifar, monkeypatch):
         res = run_line(line, train_flags(seed_cifar))
         assert res["run_dir"] == os.path.join(
             ".", "save", "student_model", f"S_resnet8x4_T_resnet32x4_cifar100_ickd_r_1.0_a_{alpha}_b_2.5_1")
-        r = rows_of(res["run_dir"])[0]
+        r = read_metrics(res["run_dir"])[0]
         assert 0 < r["loss_kd"] <= 4.0
         assert r["train_loss"] == pytest.approx(r["loss_ce"] + alpha * r["loss_kl"] + 2.5 * r["loss_kd"], rel=1e-4)
         state = load_checkpoint(os.path.join(res["run_dir"], "resnet8x4_last.pth"))

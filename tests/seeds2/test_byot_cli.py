@@ -18,16 +18,13 @@ import torch
 import train_student
 import validation
 from helper.checkpoint import load_checkpoint, save_checkpoint
+from helper.logging import read_metrics
 from models.multi_resnet import multi_resnet18_kd, multi_resnet50_kd
 
 from .conftest import cpu_args
 
 RUN = "S_multi_resnet18_kd_T_self_cifar100_byot_r_0.9_a_0.1_b_1e-06_1"
 README_TRAIN = "--distill byot --model_s multi_resnet18_kd"
-
-
-def rows_of(run_dir):
-    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,7 @@ def test_byot_run_uses_the_recipe_and_logs_every_exit(byot_run, capsys):
     assert (o["gamma"], o["alpha"], o["beta"]) == (0.9, 0.1, 1e-6)
     assert (o["epochs"], o["batch_size"]) == (2, 16)
     assert o["path_t"] is None and o["model_t"] is None
-    rows = rows_of(run)
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
         for k in ("test_acc_c1", "test_acc_c2", "test_acc_c3", "test_acc_c4", "test_acc_ensemble",
@@ -71,7 +68,7 @@ def test_byot_run_uses_the_recipe_and_logs_every_exit(byot_run, capsys):
 @pytest.mark.slow
 def test_validation_prints_all_exits_and_the_ensemble(byot_run, micro_cifar, capsys):
     _, run, _ = byot_run
-    rows = rows_of(run)
+    rows = read_metrics(run)
     best = json.load(open(os.path.join(run, "summary.json")))["best_epoch"]
     capsys.readouterr()
     # the checkpoint stores --data_norm byot, so validation normalises as training did
@@ -94,14 +91,14 @@ def test_resume_continues_at_the_next_epoch_with_identical_state(byot_run, micro
     # the README's resume line: --resume the latest checkpoint of the run folder
     res = train_student.main(README_TRAIN.split() + cpu_args(micro_cifar, cut, epochs=2) + ["--resume", "auto"])
     run = cut / "student_model" / RUN
-    rows = rows_of(run)
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]  # the reference repeated the checkpoint's epoch
     a = load_checkpoint(os.path.join(full_run, "multi_resnet18_kd_last.pth"))
     b = load_checkpoint(str(run / "multi_resnet18_kd_last.pth"))
     assert a["epoch"] == b["epoch"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    full_rows = rows_of(full_run)
+    full_rows = read_metrics(full_run)
     for key in ("test_acc_c1", "test_acc_c4", "train_acc_c2", "train_loss"):
         assert rows[1][key] == pytest.approx(full_rows[1][key]), key
     assert res["last_acc"] == pytest.approx(full_rows[1]["test_acc"])

@@ -28,6 +28,7 @@ import train_teacher
 from dataset import build_dataset
 from helper.checkpoint import load_checkpoint
 from helper.ensemble import EnsembleTeacher
+from helper.logging import read_metrics
 from helper.loops import train_one_epoch
 
 from .conftest import cpu_args
@@ -37,10 +38,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 import select_teacher  # noqa: E402
 
 TEACHER_RECIPE = "--learning_rate 0.1 --lr_decay_epochs 60,120,180 --nesterov"
-
-
-def rows_of(run_dir):
-    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,7 @@ def test_teacher_keeps_every_snapshot_with_its_epoch(snapshot_run):
     for e in (20, 40):
         ck = load_checkpoint(os.path.join(run, f"ckpt_epoch_{e}.pth"))
         assert ck["epoch"] == e and ck["opt"]["nesterov"] is True
-    rows = rows_of(run)
+    rows = read_metrics(run)
     assert [r["lr"] for r in rows[:1]] == [pytest.approx(0.1)]
 
 
@@ -72,7 +69,7 @@ def test_snapshot_ensemble_student(snapshot_run, micro_cifar):
     o = json.load(open(os.path.join(sdir, "summary.json")))["options"]
     assert (o["kd_T"], o["learning_rate"], o["nesterov"], o["lr_decay_epochs"]) == (5.0, 0.1, True, "60,120,180")
     assert o["model_t"] == "resnet8" and o["teacher_tag"] == "resnet8_ep20-40"
-    r = rows_of(sdir)[0]
+    r = read_metrics(sdir)[0]
     assert r["loss_kl"] > 0 and r["train_loss"] == pytest.approx(0.5 * r["loss_ce"] + 0.5 * r["loss_kl"], rel=1e-4)
 
 
@@ -83,7 +80,7 @@ def test_comma_separated_teachers_and_feature_methods(snapshot_run, micro_cifar,
     res = train_student.main(["--distill", "attention", "--model_s", "resnet8", "--path_t", paths, "-a", "0.5",
                               "--teacher_weights", "1,3", "--teacher_scale"] + cpu_args(micro_cifar, tmp_path))
     assert "T_resnet8_ep20-40_" in res["run_dir"]
-    r = rows_of(res["run_dir"])[0]
+    r = read_metrics(res["run_dir"])[0]
     assert r["loss_kd"] > 0 and r["loss_kl"] > 0
 
 
