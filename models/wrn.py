@@ -60,17 +60,24 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
+def blocks_per_stage(depth: int) -> int:
+    if (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+    return (depth - 4) // 6
+
+
 class WideResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int, widen_factor: int = 1, dropRate: float = 0.0):
+    def __init__(self, depth: int, num_classes: int, widen_factor: int = 1, dropRate: float = 0.0,
+                 stage_blocks=None):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_stage(depth)
+        # EMKD's students (models/mywrn.py) give a block count per stage instead of n everywhere
+        blocks = list(stage_blocks) if stage_blocks is not None else [n, n, n]
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
-        self.block1 = NetworkBlock(n, widths[0], widths[1], BasicBlock, 1, dropRate)
-        self.block2 = NetworkBlock(n, widths[1], widths[2], BasicBlock, 2, dropRate)
-        self.block3 = NetworkBlock(n, widths[2], widths[3], BasicBlock, 2, dropRate)
+        self.block1 = NetworkBlock(blocks[0], widths[0], widths[1], BasicBlock, 1, dropRate)
+        self.block2 = NetworkBlock(blocks[1], widths[1], widths[2], BasicBlock, 2, dropRate)
+        self.block3 = NetworkBlock(blocks[2], widths[2], widths[3], BasicBlock, 2, dropRate)
         # Blocks are pre-activation, so the trunk needs one more BN-ReLU before pooling.
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
