@@ -6,15 +6,17 @@ applies the ReLU.
 """
 
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .ambb import conv_bn
 from .init import init_fan_out_normal
+from .vgg import VGGTrunk
 
 __all__ = ['RepVGG', 'repvgg8']
 
 
-class RepVGG(nn.Module):
+class RepVGG(VGGTrunk):
+    """Features, forward and ``get_bn_before_relu`` are VGG's (``VGGTrunk``); the conv_bn block stands in for
+    the BN that precedes each ReLU."""
 
     def __init__(self, cfg, num_classes=100, block_type='AMBB', deploy=False):
         super().__init__()
@@ -45,50 +47,6 @@ class RepVGG(nn.Module):
 
     def _initialize_weights(self):
         init_fan_out_normal(self)
-
-    def get_feat_modules(self):
-        return nn.ModuleList([self.block0, self.pool0, self.block1, self.pool1, self.block2,
-                              self.pool2, self.block3, self.pool3, self.block4, self.pool4])
-
-    def get_bn_before_relu(self):
-        # The conv_bn block itself stands in for the BN preceding each ReLU.
-        return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
-
-    def forward(self, x, is_feat=False, preact=False):
-        h = x.shape[2]
-        x = F.relu(self.block0(x))
-        f0 = x
-        x = self.pool0(x)
-        x = self.block1(x)
-        f1_pre = x
-        x = F.relu(x)
-        f1 = x
-        x = self.pool1(x)
-        x = self.block2(x)
-        f2_pre = x
-        x = F.relu(x)
-        f2 = x
-        x = self.pool2(x)
-        x = self.block3(x)
-        f3_pre = x
-        x = F.relu(x)
-        f3 = x
-        # Only 64x64 inputs are pooled a fourth time; 32x32 CIFAR keeps block4 at 4x4.
-        if h == 64:
-            x = self.pool3(x)
-        x = self.block4(x)
-        f4_pre = x
-        x = F.relu(x)
-        f4 = x
-        x = self.pool4(x)
-        x = x.view(x.size(0), -1)
-        f5 = x
-        x = self.classifier(x)
-        if not is_feat:
-            return x
-        if preact:
-            return [f0, f1_pre, f2_pre, f3_pre, f4_pre, f5], x
-        return [f0, f1, f2, f3, f4, f5], x
 
 
 def repvgg8(num_classes=100, block_type='AMBB', deploy=False):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .features import classify
 from .init import init_fan_out_normal
 
-__all__ = ["VGG", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
+__all__ = ["VGG", "VGGTrunk", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
 
 # Output widths of the convs in each of the five stages (VGG configs S, A, B, D, E).
 STAGE_WIDTHS: Dict[int, List[List[int]]] = {
@@ -38,24 +38,9 @@ def _stage(widths: Sequence[int], cin: int, batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-class VGG(nn.Module):
-    def __init__(self, cfg: Sequence[Sequence[int]], batch_norm: bool = True,
-                 num_classes: int = 100):
-        super().__init__()
-        cins = [3] + [stage[-1] for stage in cfg[:-1]]
-        self.block0 = _stage(cfg[0], cins[0], batch_norm)
-        self.block1 = _stage(cfg[1], cins[1], batch_norm)
-        self.block2 = _stage(cfg[2], cins[2], batch_norm)
-        self.block3 = _stage(cfg[3], cins[3], batch_norm)
-        self.block4 = _stage(cfg[4], cins[4], batch_norm)
-        self.pool0 = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
-        # Used only for 64x64 inputs, so that block4 still runs at 4x4 there.
-        self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
-        self.classifier = nn.Linear(cfg[4][-1], num_classes)
-        self._initialize_weights()
+class VGGTrunk(nn.Module):
+    """The five-stage VGG trunk's feature contract, for every model with ``block0..4``, ``pool0..4`` and a
+    ``classifier`` whose stages end before their last ReLU (VGG here, RepVGG in repvgg.py)."""
 
     def _blocks(self):
         return (self.block0, self.block1, self.block2, self.block3, self.block4)
@@ -82,6 +67,26 @@ class VGG(nn.Module):
             post.append(x)
             pre.append(x_pre)
         return classify(torch.flatten(self.pool4(x), 1), post, pre, self.classifier, is_feat, preact)
+
+
+class VGG(VGGTrunk):
+    def __init__(self, cfg: Sequence[Sequence[int]], batch_norm: bool = True,
+                 num_classes: int = 100):
+        super().__init__()
+        cins = [3] + [stage[-1] for stage in cfg[:-1]]
+        self.block0 = _stage(cfg[0], cins[0], batch_norm)
+        self.block1 = _stage(cfg[1], cins[1], batch_norm)
+        self.block2 = _stage(cfg[2], cins[2], batch_norm)
+        self.block3 = _stage(cfg[3], cins[3], batch_norm)
+        self.block4 = _stage(cfg[4], cins[4], batch_norm)
+        self.pool0 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2)
+        # Used only for 64x64 inputs, so that block4 still runs at 4x4 there.
+        self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Linear(cfg[4][-1], num_classes)
+        self._initialize_weights()
 
     def _initialize_weights(self):
         init_fan_out_normal(self)
