@@ -36,6 +36,8 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+from .init import init_kaiming_fan_out
+
 __all__ = ["MultiResNet", "multi_resnet18_kd", "multi_resnet50_kd", "BYOT_MODELS", "drop_unused_downsample"]
 
 
@@ -128,12 +130,7 @@ class MultiResNet(nn.Module):
         self.fc = nn.Linear(out, num_classes)
         self.feature_dim = out
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_kaiming_fan_out(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from .ambb import conv_bn
 from .features import classify, run_stages
+from .init import init_kaiming_fan_out
 
 __all__ = ['RepResNet', 'represnet20', 'represnet32', 'represnet8x4']
 
@@ -57,16 +58,9 @@ class RepResNet(nn.Module):
         self.avgpool = nn.AvgPool2d(8)
         self.fc = nn.Linear(num_filters[3] * RepBasicBlock.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # Includes the 1x3 / 3x1 branch convs: their fan_out is smaller,
-                # so each branch starts with a proportionally larger std.
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # Includes the 1x3 / 3x1 branch convs: their fan_out is smaller, so each branch starts with a
+        # proportionally larger std.
+        init_kaiming_fan_out(self, zero_conv_bias=True)
 
     def _make_layer(self, planes, blocks, stride):
         out_planes = planes * RepBasicBlock.expansion

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .features import classify, run_stages
+from .init import init_kaiming_fan_out
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet8", "resnet14", "resnet20", "resnet32",
            "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4"]
@@ -106,12 +107,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, num_filters[3], blocks[2], stride=2)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_kaiming_fan_out(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None

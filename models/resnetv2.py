@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .features import classify, run_stages
+from .init import init_kaiming_fan_out
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNet18", "ResNet34", "ResNet50"]
 
@@ -81,12 +82,7 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.linear = nn.Linear(512 * block.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_kaiming_fan_out(self)
         if zero_init_residual:
             # Residual branches start at zero so every block is initially the identity
             # (Goyal et al. 2017); off by default as in RepDistiller.
