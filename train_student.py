@@ -130,6 +130,9 @@ def check_side_by_side(configs) -> None:
         raise SystemExit(f"error: {names}: methods with and without a teacher cannot share a run; run them apart")
     if configs[0].test:
         raise SystemExit("error: --test 1 evaluates one student; give one --model_s and one --distill")
+    if configs[0].resume not in (None, "auto"):
+        raise SystemExit("error: several configurations resume with --resume auto (each from its own run folder); "
+                         "a single checkpoint path names one run only")
 
 
 def build_student(opt, num_classes: int):

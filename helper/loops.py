@@ -358,24 +358,16 @@ def compile_network(model: nn.Module, opt, device: torch.device) -> None:
 
 
 def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
-                quiet: bool = False, fresh_ok: bool = False) -> None:
-    """Optimizer, resume, logger, init stage and (under torchrun) the DDP wrapper of one run.
-
-    ``fresh_ok``: with --resume auto, a run folder without a checkpoint starts from epoch 1 instead of failing
-    (a trial that was killed before its first checkpoint while its siblings wrote theirs).
-    """
+                quiet: bool = False, resume_path: Optional[str] = None) -> None:
+    """Optimizer, resume from ``resume_path`` (None: from scratch), logger, init stage and (under torchrun)
+    the DDP wrapper of one run."""
     env = current_env()
     os.makedirs(run.run_dir, exist_ok=True)
     if getattr(opt, "sync_bn", False) and env.enabled:
         run.student = convert_sync_batchnorm(run.student, device)
     run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
     run.base_lr = scaled_learning_rate(run.opt.learning_rate, env.world_size, getattr(opt, "lr_scale", "none"))
-    resume = getattr(opt, "resume", None)
-    path = None
-    if resume:
-        path = latest_checkpoint(run.run_dir, run.model_name) if resume == "auto" else resume
-        if path is None and not fresh_ok:
-            raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{run.run_dir}'")
+    path = resume_path
     if path is not None:
         state = load_checkpoint(path, map_location=device)
         if "optimizer" not in state or "distiller" not in state:
@@ -449,6 +441,25 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
     save_checkpoint(full, os.path.join(run.run_dir, f"{name}_last.pth"))
 
 
+def resume_paths(runs: List[StudentRun], resume: Optional[str]) -> List[Optional[str]]:
+    """The checkpoint each run resumes from (None: from scratch) for ``--resume PATH|auto``.
+
+    With ``auto`` and several runs, a run folder without a checkpoint starts from epoch 1 (a trial killed before
+    its first checkpoint while its siblings wrote theirs); with none anywhere, or a single run, it is an error.
+    """
+    if not resume:
+        return [None] * len(runs)
+    if resume != "auto":
+        return [resume] * len(runs)
+    paths = [latest_checkpoint(r.run_dir, r.model_name) for r in runs]
+    if len(runs) == 1 and paths[0] is None:
+        raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{runs[0].run_dir}'")
+    if all(p is None for p in paths):
+        raise FileNotFoundError("--resume auto: no resumable checkpoint in any trial's folder: "
+                                + ", ".join(r.run_dir for r in runs))
+    return paths
+
+
 def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: Optional[nn.Module] = None,
              quiet: bool = False) -> List[Dict[str, float]]:
     """Train every run for ``opt.epochs`` epochs on the same batches, with checkpoints every epoch and resume.
@@ -460,15 +471,8 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
     continues exactly where a killed run stopped; runs that got one epoch further before the kill wait for
     the others.
     """
-    fresh_ok = False
-    if getattr(opt, "resume", None) == "auto" and len(runs) > 1:
-        found = [latest_checkpoint(r.run_dir, r.model_name) is not None for r in runs]
-        if not any(found):
-            raise FileNotFoundError("--resume auto: no resumable checkpoint in any trial's folder: "
-                                    + ", ".join(r.run_dir for r in runs))
-        fresh_ok = True
-    for run in runs:
-        prepare_run(run, opt, data, device, teacher, quiet, fresh_ok)
+    for run, path in zip(runs, resume_paths(runs, getattr(opt, "resume", None))):
+        prepare_run(run, opt, data, device, teacher, quiet, path)
     if stateful_teacher(teacher):
         # the shared teacher continues from where the run that resumes earliest left it
         resumed = sorted((r.start_epoch, i) for i, r in enumerate(runs) if r.teacher_state is not None)

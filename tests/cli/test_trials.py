@@ -176,3 +176,5 @@ def test_student_grid_with_trials_and_refusals(tmp_path):
                                             "--lr_decay_rate", "0.1", "--weight_decay", "5e-4"])
     with pytest.raises(SystemExit, match="--test 1"):
         train_student.parse_configurations(["--distill", "kd,crd", "--test", "1"])
+    with pytest.raises(SystemExit, match="--resume auto"):
+        train_student.parse_configurations(["--distill", "kd,crd", "--resume", "x.pth"])
