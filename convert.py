@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
+from helper.file_diagnosis import describe_start
 from models import accepts, build_model, model_dict
 from models.ambb import convert_to_deploy, normalize_block_type
 
@@ -30,6 +31,7 @@ HDF5_SUFFIXES = (".hdf5", ".h5")
 _CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "linear.weight")
 
 
+from helper.options import add_debug_flag  # noqa: E402
 from helper.run import run_cli  # noqa: E402
 
 def read_hdf5(path: str) -> Dict[str, torch.Tensor]:
@@ -46,8 +48,16 @@ def read_hdf5(path: str) -> Dict[str, torch.Tensor]:
         if isinstance(obj, h5py.Dataset):
             out[name.replace("/", ".")] = torch.from_numpy(np.array(obj))
 
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError:
+        # h5py's message ("file signature not found") names neither the file nor what it is instead
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"'{path}' is empty (0 bytes; an interrupted copy or download?)") from None
+        with open(path, "rb") as f:
+            head = f.read(64)
+        raise ValueError(f"'{path}' is not a readable HDF5 file ({describe_start(head)})") from None
     if not out:
         raise ValueError(f"'{path}' holds no data sets")
     return out
@@ -55,6 +65,8 @@ def read_hdf5(path: str) -> Dict[str, torch.Tensor]:
 
 def read_weights(path: str) -> Dict[str, torch.Tensor]:
     """A state dict from a checkpoint file (weights-only torch load) or an hdf5 file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"'{path}' is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     if path.lower().endswith(HDF5_SUFFIXES):
@@ -103,6 +115,10 @@ def convert(arch: str, load: str, save: str, block_type: str = "AMBB", num_class
     sd = read_weights(load)
     n_cls = num_classes or infer_num_classes(sd)
     model = build_model(arch, num_classes=n_cls, block_type=block_type, deploy=False)
+    if not any(hasattr(m, "switch_to_deploy") for m in model.modules()):
+        rep = ", ".join(sorted(n for n, ctor in model_dict.items() if accepts(ctor, "deploy")))
+        raise ValueError(f"--arch {arch} has no re-parameterisable blocks, so there is nothing to fuse and no file "
+                         f"was written; '{load}' is already its deploy form (convert.py fuses: {rep})")
     load_weights(model, sd, arch, source=f"'{load}'")
     model.eval()
     before = sum(p.numel() for p in model.parameters())
@@ -129,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--blocktype", type=str, default="AMBB", help="AMBB (alias ACTDB) or base")
     p.add_argument("--num_classes", type=int, default=None,
                    help="classes of the classifier (default: read from the checkpoint, else 100)")
+    add_debug_flag(p)
     return p
 
 

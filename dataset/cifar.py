@@ -42,19 +42,47 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file")
+        raise _RefusedGlobal(f"{module}.{name}")
 
 
-def _read_batch(path: str, label_key: str):
-    with open(path, "rb") as f:
-        entry = _ArrayUnpickler(f, encoding="bytes").load()
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, name: str):
+        super().__init__(f"refusing to load {name} from a CIFAR file")
+        self.name = name
+
+
+class CifarFileError(ValueError):
+    """A CIFAR batch file that cannot be read; the message names the file and the archive to re-extract."""
+
+
+def _read_batch(path: str, label_key: str, archive: str = "the archive"):
+    again = f"re-extract the archive {archive}"
+    try:
+        with open(path, "rb") as f:
+            entry = _ArrayUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as exc:
+        raise CifarFileError(f"refused: '{path}' would call {exc.name}, which a CIFAR batch file never does "
+                             f"(nothing was run); {again}") from None
+    except (EOFError, pickle.UnpicklingError) as exc:
+        # CPython's unpickler says "pickle data was truncated" when the file ends early
+        if isinstance(exc, EOFError) or "truncated" in str(exc):
+            raise CifarFileError(f"'{path}' is truncated ({os.path.getsize(path):,} bytes); {again}") from None
+        raise CifarFileError(f"'{path}' is damaged ({type(exc).__name__}); {again}") from None
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, UnicodeDecodeError, MemoryError) as exc:
+        # what a damaged pickle raises depends on where the damage is; the fix is the same
+        raise CifarFileError(f"'{path}' is damaged ({type(exc).__name__}); {again}") from None
+    if not isinstance(entry, dict):
+        raise CifarFileError(f"'{path}' is not a CIFAR batch file (holds a {type(entry).__name__}); {again}")
     entry = {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
     if "data" not in entry or label_key not in entry:
-        raise ValueError(f"{path} is not a CIFAR batch file (needs 'data' and '{label_key}')")
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        raise CifarFileError(f"'{path}' is not a CIFAR batch file (needs 'data' and '{label_key}'); {again}")
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    if data.size % (3 * 32 * 32):
+        raise CifarFileError(f"'{path}' holds {data.size} pixel values, not whole 3x32x32 images; {again}")
+    data = data.reshape(-1, 3, 32, 32)
     labels = np.asarray(entry[label_key], dtype=np.int64)
     if data.shape[0] != labels.shape[0]:
-        raise ValueError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
+        raise CifarFileError(f"'{path}': {data.shape[0]} images but {labels.shape[0]} labels; {again}")
     return data, labels
 
 
@@ -89,7 +117,7 @@ def _load(name: str, data_root: str):
     folder = _ensure_present(name, data_root)
 
     def read(files):
-        parts = [_read_batch(os.path.join(folder, f), spec["label_key"]) for f in files]
+        parts = [_read_batch(os.path.join(folder, f), spec["label_key"], spec["archive"]) for f in files]
         return (torch.from_numpy(np.concatenate([p[0] for p in parts])),
                 torch.from_numpy(np.concatenate([p[1] for p in parts])))
 

@@ -37,6 +37,7 @@ import torch.nn as nn
 from models import build_model
 
 from .checkpoint import load_checkpoint, load_weights
+from .teacher import check_teacher_file
 
 BN_MODES = ("eval", "train", "train_always")
 
@@ -135,6 +136,8 @@ def resolve_teacher_paths(path_t, teacher_epochs=None) -> List[str]:
                          "(train one with train_teacher.py)")
     epochs = split_list(teacher_epochs)
     if not epochs:
+        for path in paths:
+            check_teacher_file(path)
         return paths
     if len(paths) != 1:
         raise ValueError("--teacher_epochs takes a single run folder as --path_t, got "
@@ -170,8 +173,7 @@ def teacher_arch(path: str, model_t: Optional[str]) -> str:
     return get_teacher_name(path)
 
 
-def load_member(path: str, arch: str, num_classes: int, device) -> Tuple[nn.Module, Optional[int]]:
-    state = load_checkpoint(path)
+def load_member(path: str, state, arch: str, num_classes: int, device) -> Tuple[nn.Module, Optional[int]]:
     model = build_model(arch, num_classes=num_classes)
     load_weights(model, state, arch, source=f"teacher checkpoint '{path}'")
     model.to(device).eval()
@@ -199,11 +201,13 @@ def load_teacher_set(opt, num_classes: int, device):
     archs = split_list(getattr(opt, "model_t", None))
     if len(archs) > 1 and len(archs) != len(paths):
         raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
+    # read first: an empty, truncated or foreign file is the problem to report, not its folder's name
+    states = [load_checkpoint(p) for p in paths]
     archs = [teacher_arch(p, archs[i] if len(archs) > 1 else (archs[0] if archs else None))
              for i, p in enumerate(paths)]
     members, epochs = [], []
-    for path, arch in zip(paths, archs):
-        model, epoch = load_member(path, arch, num_classes, device)
+    for path, state, arch in zip(paths, states, archs):
+        model, epoch = load_member(path, state, arch, num_classes, device)
         members.append(model)
         epochs.append(epoch)
     tag = teacher_tag(archs, epochs, paths, opt)

@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset import build_dataset  # noqa: E402
 from helper.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from helper.ensemble import snapshot_paths, teacher_arch  # noqa: E402
+from helper.options import add_debug_flag  # noqa: E402
 from helper.recipe import NORMALIZATIONS, set_normalization  # noqa: E402
 from helper.util import select_device  # noqa: E402
 from models import build_model  # noqa: E402
@@ -176,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the ranked rows to this file")
+    add_debug_flag(p)
     return p
 
 
