@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from helper.util import at_least_float32
 from models.util import Embed  # Linear + L2 normalisation; RepDistiller defines the same module twice
 
 from .memory import ContrastMemory
@@ -49,6 +50,9 @@ class CRDLoss(nn.Module):
         self.criterion_t = ContrastLoss(opt.n_data)
         self.criterion_s = ContrastLoss(opt.n_data)
 
-    def forward(self, f_s, f_t, idx, contrast_idx=None):
-        out_s, out_t = self.contrast(self.embed_s(f_s), self.embed_t(f_t), idx, contrast_idx)
+    def forward(self, f_s, f_t, idx, contrast_idx=None, shard_counts=None):
+        """``shard_counts``: every process's rows under torchrun, when known (see ``ContrastMemory.forward``)."""
+        # the embeddings and the banks are float32; bf16 features (autocast networks) are upcast first
+        f_s, f_t = at_least_float32(f_s), at_least_float32(f_t)
+        out_s, out_t = self.contrast(self.embed_s(f_s), self.embed_t(f_t), idx, contrast_idx, shard_counts)
         return self.criterion_s(out_s) + self.criterion_t(out_t)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,14 @@ class ContrastMemory(nn.Module):
         stdv = 1.0 / math.sqrt(inputSize / 3)
         self.register_buffer("memory_v1", torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv))
         self.register_buffer("memory_v2", torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv))
+        # Whether this process has seen Z set (it is fixed after the first batch): afterwards the per-step
+        # statistics and, under torchrun, their all-reduce are skipped. A host-side flag, since reading Z
+        # from the buffer would be a device sync per step.
+        self._z_fixed = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._z_fixed = False  # the loaded Z may still be unset; the next batch looks (and keeps a set one)
 
     @staticmethod
     def _scores_gather(memory: torch.Tensor, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -75,8 +83,10 @@ class ContrastMemory(nn.Module):
             memory = memory.detach().clone()
         return self._scores_matmul(memory.detach(), v, idx)
 
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor, idx: Optional[torch.Tensor] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor, y: torch.Tensor, idx: Optional[torch.Tensor] = None,
+                shard_counts: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``shard_counts``: under torchrun, every process's number of rows when the caller knows them (the
+        shards of the global batch), which spares the gathers their size exchange."""
         n_rows = self.memory_v1.shape[0]
         y = y.long()
         if idx is None:
@@ -95,14 +105,16 @@ class ContrastMemory(nn.Module):
             with torch.no_grad():
                 # Z < 0 means "not set yet": take it from this (the first) batch, keep it afterwards. Under
                 # torchrun the mean is over the global batch, so every process fixes the same Z.
-                if current_env().enabled:
-                    sums = all_reduce_sum(torch.stack([out_v1.sum(), out_v2.sum(),
-                                                       torch.tensor(float(out_v1.numel()), device=out_v1.device)]))
-                    z_new = sums[:2] / sums[2] * n_rows
-                else:
-                    z_new = torch.stack([out_v1.mean(), out_v2.mean()]) * n_rows
-                z = self.params[2:4]
-                self.params[2:4] = torch.where(z < 0, z_new.to(z.dtype), z)
+                if not self._z_fixed:
+                    if current_env().enabled:
+                        sums = all_reduce_sum(torch.stack([out_v1.sum(), out_v2.sum(),
+                                                           out_v1.new_full((), float(out_v1.numel()))]))
+                        z_new = sums[:2] / sums[2] * n_rows
+                    else:
+                        z_new = torch.stack([out_v1.mean(), out_v2.mean()]) * n_rows
+                    z = self.params[2:4]
+                    self.params[2:4] = torch.where(z < 0, z_new.to(z.dtype), z)
+                    self._z_fixed = True
                 z = self.params[2:4].clone()
 
             out_v1 = (out_v1 / z[0]).unsqueeze(2)
@@ -111,7 +123,7 @@ class ContrastMemory(nn.Module):
             with torch.no_grad():
                 if current_env().enabled:
                     # every process applies the whole global batch's rows: the banks stay identical everywhere
-                    v1f, v2f, y = (all_gather_rows(t.detach()) for t in (v1f, v2f, y))
+                    v1f, v2f, y = (all_gather_rows(t.detach(), shard_counts) for t in (v1f, v2f, y))
                 self._momentum_update(self.memory_v1, v1f, y, momentum)
                 self._momentum_update(self.memory_v2, v2f, y, momentum)
         return out_v1, out_v2

@@ -8,6 +8,7 @@ from typing import List
 import torch
 import torch.nn as nn
 
+from helper.util import at_least_float32
 from models.connectors import Connector
 
 from .base import Batch, Distiller, Outputs, register
@@ -27,6 +28,7 @@ class ABLoss(nn.Module):
 
     def forward(self, g_s, g_t) -> List[torch.Tensor]:
         bsz = g_s[0].shape[0]
+        g_s, g_t = [at_least_float32(s) for s in g_s], [at_least_float32(t) for t in g_t]
         return [w * self.boundary_l2(s, t) / bsz / 1000 * 3 for w, s, t in zip(self.w, g_s, g_t)]
 
     def boundary_l2(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

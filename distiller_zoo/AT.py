@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -32,7 +34,7 @@ class Attention(nn.Module):
         self.p = p
 
     def forward(self, g_s, g_t):
-        return [self.at_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+        return [self.at_loss(at_least_float32(f_s), at_least_float32(f_t)) for f_s, f_t in zip(g_s, g_t)]
 
     def at(self, f):
         amap = f.pow(self.p).mean(dim=1).reshape(f.shape[0], -1)

@@ -1,6 +1,7 @@
 """Peng et al. 2019, "Correlation Congruence for Knowledge Distillation", as shipped by RepDistiller."""
 import torch.nn as nn
 
+from helper.util import at_least_float32
 from models.util import LinearEmbed
 
 from .base import Distiller, register
@@ -15,7 +16,7 @@ class Correlation(nn.Module):
     """
 
     def forward(self, f_s, f_t):
-        d = (f_s - f_t).abs()
+        d = (at_least_float32(f_s) - at_least_float32(f_t)).abs()
         return (d[1:] * d[:-1]).sum(dim=1).mean()
 
 

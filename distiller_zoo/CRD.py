@@ -5,6 +5,7 @@ import torch
 
 from crd.criterion import CRDLoss
 from crd.sampler import ContrastSampler
+from helper.distributed import current_env, shard_bounds
 
 from .base import Batch, Distiller, Outputs, register
 
@@ -63,14 +64,19 @@ class CRD(Distiller):
         f_t = out_t.feats[-1].detach()
         index = batch.index.to(f_s.device).long()
         contrast_idx = getattr(batch, "contrast_idx", None)
+        shard_counts = None
         if contrast_idx is None and batch.shard is not None:
             # torchrun: every process draws the global batch's negatives from the same RNG state and keeps its
             # rows, so K processes use exactly the negatives one process would
             lo, hi = batch.shard
+            # every process's rows of the global batch, known here: the bank update's gathers need no size
+            # exchange (a host sync per step)
+            n, world = batch.global_y.shape[0], current_env().world_size
+            shard_counts = [b - a for a, b in (shard_bounds(n, r, world) for r in range(world))]
             contrast_idx = self.sampler.sample(batch.global_index, batch.global_y, generator=self.generator)[lo:hi]
         elif contrast_idx is None:
             contrast_idx = self.sampler.sample(index, batch.y, generator=self.generator)
-        return self.criterion(f_s, f_t, index, contrast_idx.to(f_s.device))
+        return self.criterion(f_s, f_t, index, contrast_idx.to(f_s.device), shard_counts)
 
     def trainable_modules(self):
         return [self.criterion.embed_s, self.criterion.embed_t]

@@ -3,7 +3,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
+
+
+def one_hot(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``F.one_hot(target, C)`` as ``like``'s dtype; F.one_hot reads the labels' min and max back to the host
+    to check them (two syncs per call on a CPU), a scatter checks its indices in the kernel."""
+    return torch.zeros_like(like).scatter_(1, target.reshape(-1, 1), 1.0)
 
 
 class DKDLoss(nn.Module):
@@ -30,11 +38,14 @@ class DKDLoss(nn.Module):
     def warmup_factor(self, epoch):
         if epoch is None or self.warmup <= 0:
             return 1.0
+        if isinstance(epoch, torch.Tensor):
+            # the compiled training step passes the epoch as a device scalar (one graph for every epoch)
+            return torch.clamp(epoch / float(self.warmup), max=1.0)
         return min(float(epoch) / float(self.warmup), 1.0)
 
     def tckd(self, y_s, y_t, target):
         T = self.T
-        is_gt = F.one_hot(target, y_s.shape[1]).to(y_s.dtype)
+        is_gt = one_hot(target, y_s)
 
         def binary(logits):
             p = F.softmax(logits / T, dim=1)
@@ -47,12 +58,13 @@ class DKDLoss(nn.Module):
 
     def nckd(self, y_s, y_t, target):
         T = self.T
-        offset = 1000.0 * F.one_hot(target, y_s.shape[1]).to(y_s.dtype)
+        offset = 1000.0 * one_hot(target, y_s)
         log_q_s = F.log_softmax(y_s / T - offset, dim=1)
         q_t = F.softmax(y_t / T - offset, dim=1)
         return F.kl_div(log_q_s, q_t, reduction="sum") * T * T / y_s.shape[0]
 
     def forward(self, y_s, y_t, target, epoch=None):
+        y_s, y_t = at_least_float32(y_s), at_least_float32(y_t)
         loss = self.alpha * self.tckd(y_s, y_t, target) + self.beta * self.nckd(y_s, y_t, target)
         return self.warmup_factor(epoch) * loss
 

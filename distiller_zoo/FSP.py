@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Batch, Distiller, Outputs, register
 
 
@@ -59,6 +61,7 @@ class FSP(nn.Module):
         _check_alignable(t_shapes, "teacher")
 
     def forward(self, g_s, g_t) -> List[torch.Tensor]:
+        g_s, g_t = [at_least_float32(f) for f in g_s], [at_least_float32(f) for f in g_t]
         return [(s - t).pow(2).mean() for s, t in zip(self.fsp_matrices(g_s), self.fsp_matrices(g_t))]
 
     @staticmethod

@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
 from models.connectors import Paraphraser, Translator
 
 from .base import Batch, Distiller, Outputs, register
@@ -22,6 +23,7 @@ class FactorTransfer(nn.Module):
         self.p2 = p2
 
     def forward(self, f_s, f_t):
+        f_s, f_t = at_least_float32(f_s), at_least_float32(f_t)
         h_s, h_t = f_s.shape[2], f_t.shape[2]
         if h_s > h_t:
             f_s = F.adaptive_avg_pool2d(f_s, (h_t, h_t))

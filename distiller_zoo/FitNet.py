@@ -2,6 +2,7 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
 from models.util import ConvReg
 
 from .base import Distiller, register
@@ -11,7 +12,7 @@ class HintLoss(nn.Module):
     """Mean squared error between the regressed student hint and the teacher feature."""
 
     def forward(self, f_s, f_t):
-        return F.mse_loss(f_s, f_t)
+        return F.mse_loss(at_least_float32(f_s), at_least_float32(f_t))
 
 
 @register("hint")
@@ -30,8 +31,13 @@ class FitNet(Distiller):
         super().__init__(ctx)
         self.hint_layer = int(getattr(ctx.opt, "hint_layer", 2))
         n = min(len(ctx.feat_s), len(ctx.feat_t))
-        if not -n <= self.hint_layer < n:
-            raise ValueError(f"--hint_layer {self.hint_layer} out of range for {n} features")
+        # a hint is regressed by a conv, so only feature maps qualify (the last feature is the pooled vector)
+        maps = [i for i in range(n) if ctx.feat_s[i].dim() == 4 and ctx.feat_t[i].dim() == 4]
+        if not -n <= self.hint_layer < n or self.hint_layer % n not in maps:
+            what = (f"is out of range ({n} features)" if not -n <= self.hint_layer < n
+                    else "is the pooled feature vector, not a feature map")
+            raise ValueError(f"--hint_layer {self.hint_layer} {what}; this student's feature maps are "
+                             f"--hint_layer {maps[0]} to {maps[-1]}")
         s_shape = ctx.feat_s[self.hint_layer].shape
         t_shape = ctx.feat_t[self.hint_layer].shape
         self.regressor = ConvReg(s_shape, t_shape).to(ctx.device)

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Batch, Distiller, Outputs, register
 
 
@@ -124,7 +126,13 @@ class ICKD(Distiller):
         if tap is not None:
             if tap.value is None:
                 raise RuntimeError("ICKD's WRN hook has not seen a forward pass yet")
-            return tap.value
+            value = tap.value
+            if torch.is_inference(value):
+                # the teacher ran under inference_mode (helper.loops.teacher_outputs), and the tap bypasses
+                # the copy that function makes of its outputs: inference tensors cannot be saved for backward
+                value = value.clone()
+            # the tap bypasses Distiller.float32_loss's upcast of the outputs too
+            return at_least_float32(value)
         return out.feats[-2]
 
     def ickd_maps(self, out_s: Outputs, out_t: Outputs) -> List[torch.Tensor]:

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -70,6 +72,8 @@ class KDSVD(nn.Module):
         losses = []
         prev_s = prev_t = None
         for f_s, f_t in zip(g_s, g_t):
+            # torch.linalg.svd has no bf16 kernel (and CUDA autocast does not promote it)
+            f_s, f_t = at_least_float32(f_s), at_least_float32(f_t)
             _, sv_t, v_t = self.svd(f_t, self.k)
             _, _, v_s = self.svd(f_s, self.k + 3)
             v_s, v_t = self.align_rsv(v_s, v_t)

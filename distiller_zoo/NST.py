@@ -2,6 +2,8 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -14,7 +16,7 @@ class NSTLoss(nn.Module):
     """
 
     def forward(self, g_s, g_t):
-        return [self.nst_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+        return [self.nst_loss(at_least_float32(f_s), at_least_float32(f_t)) for f_s, f_t in zip(g_s, g_t)]
 
     @staticmethod
     def poly_kernel(a, b):

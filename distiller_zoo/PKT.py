@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -25,6 +27,7 @@ class PKT(nn.Module):
 
     @staticmethod
     def cosine_similarity_loss(output_net, target_net, eps=0.0000001):
+        output_net, target_net = at_least_float32(output_net), at_least_float32(target_net)
         p_s = PKT._conditional(output_net, eps)
         p_t = PKT._conditional(target_net, eps)
         return torch.mean(p_t * torch.log((p_t + eps) / (p_s + eps)))

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -27,9 +29,19 @@ class RKDLoss(nn.Module):
         # zero the diagonal without an in-place write on a tensor autograd still needs
         return d * (1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device))
 
+    @staticmethod
+    def _off_diagonal(d):
+        """The off-diagonal entries of a square matrix, row by row, as one contiguous vector."""
+        n = d.shape[0]
+        return d.reshape(-1)[1:].reshape(n - 1, n + 1)[:, :n].reshape(-1)
+
     def _normalised_distances(self, e):
         d = self.pdist(e, squared=False)
-        return d / d[d > 0].mean()
+        # RepDistiller divides by d[d > 0].mean(). The off-diagonal distances are at least sqrt(eps) > 0 and
+        # the diagonal is 0, so that selection is exactly the off-diagonal entries in row order: taken here
+        # without a boolean index (whose result size would be read back to the host, a sync per step), and
+        # averaged in the same order, so the value is bit for bit the reference's.
+        return d / self._off_diagonal(d).mean()
 
     @staticmethod
     def _angles(e):
@@ -37,8 +49,8 @@ class RKDLoss(nn.Module):
         return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)
 
     def forward(self, f_s, f_t):
-        s = f_s.reshape(f_s.shape[0], -1)
-        t = f_t.reshape(f_t.shape[0], -1)
+        s = at_least_float32(f_s).reshape(f_s.shape[0], -1)
+        t = at_least_float32(f_t).reshape(f_t.shape[0], -1)
         with torch.no_grad():
             t_dist = self._normalised_distances(t)
             t_angle = self._angles(t)

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -15,7 +17,7 @@ class Similarity(nn.Module):
     """
 
     def forward(self, g_s, g_t):
-        return [self.similarity_loss(f_s, f_t) for f_s, f_t in zip(g_s, g_t)]
+        return [self.similarity_loss(at_least_float32(f_s), at_least_float32(f_t)) for f_s, f_t in zip(g_s, g_t)]
 
     @staticmethod
     def _gram(f):

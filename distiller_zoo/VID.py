@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.util import at_least_float32
+
 from .base import Distiller, register
 
 
@@ -34,6 +36,7 @@ class VIDLoss(nn.Module):
         self.eps = eps
 
     def forward(self, input, target):
+        input, target = at_least_float32(input), at_least_float32(target)
         h_s, h_t = input.shape[2], target.shape[2]
         if h_s > h_t:
             input = F.adaptive_avg_pool2d(input, (h_t, h_t))

@@ -7,7 +7,9 @@ The training loop (``helper/loops.py``) only talks to this interface:
   raise ``ValueError`` here, i.e. before any training step.
 * ``needs_feats`` / ``needs_preact`` tell the loop how to call the models.
 * ``loss(out_s, out_t, batch, epoch)`` returns named terms; the loop weights ``ce`` with
-  ``-r``, ``kl`` with ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition).
+  ``-r``, ``kl`` with ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition). The loop calls it through
+  ``float32_loss`` (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever
+  precision the networks ran in.
 * ``trainable_modules()`` go into the optimizer next to the student.
 * two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss``.
 * ``needs_teacher = False`` (self-distillation, e.g. BYOT): train_student.py builds no teacher and the
@@ -19,12 +21,14 @@ The training loop (``helper/loops.py``) only talks to this interface:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from helper.util import at_least_float32
 
 REGISTRY: Dict[str, type] = {}
 
@@ -71,6 +75,15 @@ class Outputs:
     feats: Optional[List[torch.Tensor]] = None
 
 
+def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
+    """``out`` with logits and features in float32 at least; float32 (and float64) tensors are passed through
+    as the same objects, so the float32 path is unchanged."""
+    if out is None:
+        return None
+    feats = None if out.feats is None else [at_least_float32(f) for f in out.feats]
+    return replace(out, logits=at_least_float32(out.logits), feats=feats)
+
+
 @dataclass
 class DistillContext:
     """Everything a method may look at while building its extra modules."""
@@ -91,6 +104,7 @@ class DistillContext:
 
 def kd_kl(logit_s: torch.Tensor, logit_t: torch.Tensor, T: float) -> torch.Tensor:
     """RepDistiller's KL: summed over classes and batch, divided by the batch size, times T^2."""
+    logit_s, logit_t = at_least_float32(logit_s), at_least_float32(logit_t)
     p_s = F.log_softmax(logit_s / T, dim=1)
     p_t = F.softmax(logit_t / T, dim=1)
     return F.kl_div(p_s, p_t, reduction="sum") * (T ** 2) / logit_s.shape[0]
@@ -102,6 +116,7 @@ def kd_kl_teacher_scale(logit_s: torch.Tensor, logit_t: torch.Tensor, T: float) 
     ``T * KL(softmax(z_t / T) || softmax(z_s))`` summed over classes, averaged over the batch
     (``F.kl_div(..., reduction='batchmean') * T`` in the reference).
     """
+    logit_s, logit_t = at_least_float32(logit_s), at_least_float32(logit_t)
     p_s = F.log_softmax(logit_s, dim=1)
     p_t = F.softmax(logit_t / T, dim=1)
     return F.kl_div(p_s, p_t, reduction="sum") * T / logit_s.shape[0]
@@ -114,6 +129,8 @@ class Distiller(nn.Module):
     needs_feats: bool = False
     needs_preact: bool = False
     needs_teacher: bool = True
+    # the method's reference runs cuDNN deterministically (ICKD); train_student.py applies it on CUDA
+    deterministic_cudnn: bool = False
     # (gamma, alpha, beta) used for any of -r/-a/-b the user did not give (see helper.options)
     default_weights = (1.0, 0.0, 0.0)
     # option name -> value, for options not given on the command line (see helper.recipe)
@@ -145,6 +162,19 @@ class Distiller(nn.Module):
             terms["kd"] = self.method_loss(out_s, out_t, batch, epoch)
         return terms
 
+    def float32_loss(self, out_s: Outputs, out_t: Optional[Outputs], batch: Batch,
+                     epoch: int) -> Dict[str, torch.Tensor]:
+        """``loss`` computed in float32 whatever precision the networks ran in (what the training loop calls).
+
+        Under bf16 autocast the losses would otherwise run partly in bf16: CUDA autocast does not promote
+        ``linalg_svd`` (KD-SVD raises) and casts ``bmm``/``matmul`` down (ICKD's Gram matrices, RKD's
+        distances), so the outputs are upcast and autocast is off inside; the method's own modules
+        (regressors, embeddings) run in float32 too. Without autocast and with float32 outputs this is the
+        plain ``loss`` call.
+        """
+        with torch.autocast(out_s.logits.device.type, enabled=False):
+            return self.loss(float32_outputs(out_s), float32_outputs(out_t), batch, epoch)
+
     def trainable_modules(self) -> List[nn.Module]:
         """Extra modules whose parameters the main-stage optimizer updates (default: all children)."""
         return list(self.children())
@@ -156,6 +186,11 @@ class Distiller(nn.Module):
 
     def init_loss(self, out_s: Outputs, out_t: Outputs, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def float32_init_loss(self, out_s: Outputs, out_t: Outputs, batch: Batch) -> torch.Tensor:
+        """``init_loss`` in float32, autocast off (see :meth:`float32_loss`)."""
+        with torch.autocast(out_s.logits.device.type, enabled=False):
+            return self.init_loss(float32_outputs(out_s), float32_outputs(out_t), batch)
 
     def init_lr(self, opt) -> float:
         return float(opt.learning_rate)

@@ -9,7 +9,7 @@ import inspect
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -132,8 +132,12 @@ def shard_bounds(n: int, rank: int, world_size: int) -> Tuple[int, int]:
 
 
 @torch.no_grad()
-def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows concatenated in rank order; ranks may hold different numbers of rows."""
+def all_gather_rows(t: torch.Tensor, counts: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Every rank's rows concatenated in rank order; ranks may hold different numbers of rows.
+
+    ``counts``: every rank's number of rows, when the caller knows them (the shards of a batch whose global
+    size is known); otherwise they are exchanged first, which costs a host sync.
+    """
     if not _active():
         return t
     world = dist.get_world_size()
@@ -144,11 +148,15 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
         t = t.to(torch.uint8)
     t = t.contiguous()
 
-    # Sizes travel as a tensor on the data's device because NCCL only moves CUDA tensors.
-    size = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
+    if counts is None:
+        # Sizes travel as a tensor on the data's device because NCCL only moves CUDA tensors.
+        size = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
+        sizes = [torch.empty_like(size) for _ in range(world)]
+        dist.all_gather(sizes, size)
+        counts = [int(s.item()) for s in sizes]
+    elif len(counts) != world or counts[dist.get_rank()] != t.shape[0]:
+        raise ValueError(f"all_gather_rows: counts {list(counts)} do not fit {world} ranks with {t.shape[0]} "
+                         f"rows on rank {dist.get_rank()}")
     longest = max(counts)
 
     if longest == 0:
@@ -273,6 +281,8 @@ class CrossProcessBatchNorm2d(nn.BatchNorm2d):
         local_count = x.new_full((1,), float(x.numel() // channels))
         totals = _all_reduce_with_grad(torch.cat([x.sum(dim=dims), local_count]))
         count = totals[channels].detach()
+        # A host read per layer and step, accepted: this class serves gloo (CPU) runs only, where it costs no
+        # device sync; CUDA runs use nn.SyncBatchNorm (convert_sync_batchnorm).
         count_value = int(round(count.item()))
         if count_value <= 1:
             raise ValueError(

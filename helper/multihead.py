@@ -22,7 +22,9 @@ def is_multi_exit(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def evaluate_exits(model: nn.Module, split, opt, device: torch.device, autocast=None,
-                   prepare=None) -> Dict[str, float]:
+                   prepare=None, copy_outputs: bool = False) -> Dict[str, float]:
+    """``copy_outputs``: copy each batch's exits before using them (CUDA graphs reuse their output memory,
+    see ``helper.loops.validate``)."""
     model.eval()
     n_exits = None
     correct: Optional[torch.Tensor] = None
@@ -36,7 +38,7 @@ def evaluate_exits(model: nn.Module, split, opt, device: torch.device, autocast=
                 exits: List[torch.Tensor] = model.exit_logits(x)
         else:
             exits = model.exit_logits(x)
-        exits = [z.float() for z in exits]
+        exits = [z.to(torch.float32, copy=copy_outputs) for z in exits]
         n_exits = len(exits)
         hits = torch.stack([(z.argmax(dim=1) == batch.y).sum() for z in exits])
         correct = hits if correct is None else correct + hits

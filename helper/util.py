@@ -48,6 +48,12 @@ def accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)):
     return [c.float() * (100.0 / target.shape[0]) for c in correct_topk(output, target, topk)]
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` upcast to float32 when it is of a lower precision (bf16/fp16 under autocast); float32 and float64
+    tensors are returned as they are (the same object)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -56,7 +62,11 @@ def set_seed(seed: int) -> None:
 def select_device(name: str = "auto") -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        # validation.py, search.py and select_teacher.py reach here without the training scripts' parse check
+        raise ValueError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return dev

@@ -24,6 +24,11 @@ class ShuffleBlock(nn.Module):
     def forward(self, x):
         n, c, h, w = x.shape
         g = self.groups
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # Shuffle in the NHWC layout, so that the output stays channels-last (the NCHW reshape below
+            # would copy it back to NCHW, and every following convolution would convert it again).
+            nhwc = x.permute(0, 2, 3, 1)
+            return nhwc.reshape(n, h, w, g, c // g).transpose(3, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
         return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
