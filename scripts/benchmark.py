@@ -16,8 +16,13 @@ Pipelines (``--pipeline``):
 * ``dataloader``: RepDistiller's input path, a ``torch.utils.data.DataLoader`` (``--num_workers``) over the
   same uint8 images as PIL images with per-image torchvision transforms (RandomCrop(32, padding=4),
   RandomHorizontalFlip, ToTensor, Normalize), copied to the device each step. This row is RepDistiller's
-  configuration whatever the flags: float32, contiguous tensors, no compile, and the loss and top-1 read on the
-  host every step (its AverageMeter updates).
+  configuration whatever the flags and the device: float32, NCHW networks (built so, also on CUDA where the
+  toolkit's default is channels-last), no compile, and the loss and top-1 read on the host every step (its
+  AverageMeter updates).
+
+Every row also reports the aten operators one step runs eagerly (outside compiled graphs), split into step,
+backward and optimizer (``eager_op_counts``): with ``--compile`` the student forward and the method's loss are
+one graph, so the step's count falls from hundreds to the batch augmentation and the epoch meter.
 
 ``--amp``, ``--channels_last`` and ``--compile`` apply to the ``ours`` rows, as the same flags of the
 training scripts do.
@@ -56,8 +61,9 @@ from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
 from distiller_zoo import DistillContext, build_distiller  # noqa: E402
 from distiller_zoo.base import Batch  # noqa: E402
 from helper.checkpoint import save_checkpoint  # noqa: E402
-from helper.loops import (StudentRun, StudentStep, begin_train_epoch, build_optimizer,  # noqa: E402
-                          compile_network, loss_weights, step_runs, use_channels_last, uses_cuda_graphs)
+from helper.loops import (EpochMeter, StudentRun, StudentStep, begin_train_epoch, build_optimizer,  # noqa: E402
+                          compile_network, compile_step, loss_weights, step_runs, use_channels_last,
+                          uses_cuda_graphs)
 from helper.util import accuracy  # noqa: E402
 from helper.options import parse_teacher_options, str2bool  # noqa: E402
 from helper.run import place_model  # noqa: E402
@@ -166,11 +172,12 @@ def our_batches(data: DataBundle, args) -> Iterator[Batch]:
 
 # ---------------------------------------------------------------- models
 
-def build_teacher_training(args, data, device):
+def build_teacher_training(args, data, device, pipeline):
     """As train_teacher.py: the teacher arch trained with the plain cross-entropy distiller 'ce'."""
     opt = parse_teacher_options(["--model", args.model_t, "--batch_size", str(args.batch_size),
                                  "--device", str(device), "--seed", str(args.seed)])
-    model = place_model(build_model(opt.model, num_classes=data.num_classes), device)
+    apply_speed_options(opt, args, pipeline)  # before the network is placed (channels-last or not)
+    model = place_model(build_model(opt.model, num_classes=data.num_classes), device, opt)
     opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
     distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
                                                      device=device)).to(device)
@@ -180,27 +187,29 @@ def build_teacher_training(args, data, device):
 def trials_row(method, args, data, device, path_t) -> Dict:
     """``--trials N`` students of ``method`` stepping on the same batches; ms and images/s per student."""
     set_seed(args.seed)
-    opt, teacher, student, distiller = build_method(method, args, data, device, path_t)
-    apply_speed_options(opt, args, "ours")
+    opt, teacher, student, distiller = build_method(method, args, data, device, path_t, "ours")
     opt.trials = args.trials
     runs = train_student.build_trials(opt, data, device, teacher, student, distiller)
     batches = our_batches(data, args)
-    elapsed = time_steps(batches, opt, runs, teacher, device, args.warmup, args.steps) / args.trials
+    elapsed, ops = time_steps(batches, opt, runs, teacher, device, args.warmup, args.steps)
+    elapsed /= args.trials
     ms = elapsed * 1000.0 / args.steps
     row = {"method": method, "pipeline": f"ours, {args.trials} trials", "ms_per_step": ms,
            "images_per_s": args.batch_size * args.steps / elapsed, "seconds": elapsed * args.trials,
-           "projected_hours": projected_hours(ms, args.batch_size), "speedup": None}
+           "projected_hours": projected_hours(ms, args.batch_size), "speedup": None, "eager_ops": ops}
     print(f"{method:>10} {args.trials} trials: {ms:8.2f} ms/step per student  {row['images_per_s']:9.1f} images/s "
           f"per student", flush=True)
     return row
 
 
-def build_method(method, args, data, device, path_t):
-    """As train_student.py: its option parser and build_distillation with a teacher checkpoint."""
+def build_method(method, args, data, device, path_t, pipeline):
+    """As train_student.py: its option parser and build_distillation with a teacher checkpoint, the networks
+    placed as ``pipeline`` runs them (RepDistiller's NCHW for the dataloader row, also on CUDA)."""
     argv = ["--path_t", path_t, "--model_s", args.model_s, "--distill", method,
             "--batch_size", str(args.batch_size), "--device", str(device), "--seed", str(args.seed),
             "--nce_k", str(args.nce_k)]
     opt = train_student.parse_options(argv)
+    apply_speed_options(opt, args, pipeline)
     teacher, student, distiller = train_student.build_distillation(opt, data, device)
     return opt, teacher, student, distiller
 
@@ -233,19 +242,22 @@ def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, d
     """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones; every run
     (one student, or the trials) steps on each batch, with one teacher forward per batch.
 
-    ``host_sync``: read the loss and top-1 on the host every step, as RepDistiller's loop does.
+    ``host_sync``: read the loss and top-1 on the host every step, as RepDistiller's loop does; otherwise the
+    epoch meter of the training loop adds them up on the device. Returns the seconds and the eager-op counts
+    of one more (untimed) step (:func:`eager_op_counts`).
     """
     networks = [r.student for r in runs] + ([teacher] if teacher is not None else [])
+    memory_format = torch.channels_last if use_channels_last(opt, device) else torch.contiguous_format
     for net in networks:
-        # the networks were built before the pipeline's options were known
-        if use_channels_last(opt, device):
-            net.to(memory_format=torch.channels_last)
+        net.to(memory_format=memory_format)  # as built for the pipeline; enforced, the row's premise
         compile_network(net, opt, device)
     for r in runs:
         r.optimizer = build_optimizer(r.student, r.distiller, r.opt, device)
         r.step = StudentStep(r.student, r.distiller)
+        compile_step(r.step, opt, device)
         begin_train_epoch(1, r.student, r.distiller, r.opt, teacher)
     weights = [loss_weights(r.opt) for r in runs]
+    meters = [EpochMeter(device) for _ in runs]
 
     def one():
         if uses_cuda_graphs(opt, device):
@@ -255,6 +267,9 @@ def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, d
             for loss, _, logits in results:
                 loss.item()
                 accuracy(logits, batch.y)[0].item()
+        else:
+            for meter, (loss, terms, logits) in zip(meters, results):
+                meter.update(loss, terms, logits, batch.y)
         return results
 
     for _ in range(warmup):
@@ -267,7 +282,42 @@ def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, d
     elapsed = time.perf_counter() - t0
     if not all(torch.isfinite(loss.detach()).item() for loss, _, _ in results):
         raise RuntimeError("the benchmark step produced a non-finite loss")
-    return elapsed
+    return elapsed, eager_op_counts(one)
+
+
+def eager_op_counts(step) -> Dict[str, int]:
+    """The aten operators that one call of ``step`` runs eagerly, by phase (``step``: batch, forwards, loss and
+    meter; ``backward``; ``optimizer``), and their ``total``.
+
+    Each eager op is dispatched from Python or autograd's engine on its own, a kernel launch on CUDA: what
+    keeps a small-network step from being GPU-bound. Counted with the profiler's CPU events (a
+    TorchDispatchMode would make dynamo run the compiled code eagerly): ops inside a compiled region
+    (inductor's fused kernels and the library kernels its code calls) are not counted, and an op that another
+    op calls (a composite's parts) is counted once, as its caller.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    counts = {"step": 0, "backward": 0, "optimizer": 0}
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        phase, parent = "step", event.cpu_parent
+        while parent is not None:
+            name = parent.name
+            if name.startswith("aten::") or "Compiled" in name:  # "Torch-Compiled Region", "CompiledFunction..."
+                phase = None
+                break
+            if name.startswith("Optimizer."):
+                phase = "optimizer"
+            elif name.startswith("autograd::engine") and phase == "step":
+                phase = "backward"
+            parent = parent.cpu_parent
+        if phase is not None:
+            counts[phase] += 1
+    counts["total"] = sum(counts.values())
+    return counts
 
 
 def projected_hours(ms_per_step: float, batch_size: int) -> float:
@@ -296,12 +346,15 @@ def markdown(rows: List[Dict], header: Dict) -> str:
              f"{header['warmup']} warm-up + {header['steps']} timed steps; data: {header['data']}; ours: "
              f"{speed_note(header)}.", "",
              f"Command: `{header['command']}`", "",
-             "| method | pipeline | ms/step | images/s | projected 240 epochs (h) | ours vs dataloader |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| method | pipeline | ms/step | images/s | projected 240 epochs (h) | ours vs dataloader "
+             "| eager ops/step (step + backward + optimizer) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         speedup = f"{r['speedup']:.2f}x" if r.get("speedup") is not None else ""
+        ops = r["eager_ops"]
         lines.append(f"| {r['method']} | {r['pipeline']} | {r['ms_per_step']:.2f} | {r['images_per_s']:.1f} | "
-                     f"{r['projected_hours']:.2f} | {speedup} |")
+                     f"{r['projected_hours']:.2f} | {speedup} | {ops['total']} ({ops['step']} + {ops['backward']} "
+                     f"+ {ops['optimizer']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -321,23 +374,22 @@ def main(argv=None):
             for pipeline in pipelines:
                 set_seed(args.seed)
                 if method == "teacher":
-                    opt, teacher, student, distiller = build_teacher_training(args, data, device)
+                    opt, teacher, student, distiller = build_teacher_training(args, data, device, pipeline)
                 else:
-                    opt, teacher, student, distiller = build_method(method, args, data, device, path_t)
-                apply_speed_options(opt, args, pipeline)
+                    opt, teacher, student, distiller = build_method(method, args, data, device, path_t, pipeline)
                 batches = our_batches(data, args) if pipeline == "ours" else dataloader_batches(data, args, device)
                 try:
-                    elapsed = time_steps(batches, opt, [StudentRun(opt, student, distiller)], teacher, device,
-                                         args.warmup, args.steps, host_sync=pipeline == "dataloader")
+                    elapsed, ops = time_steps(batches, opt, [StudentRun(opt, student, distiller)], teacher, device,
+                                              args.warmup, args.steps, host_sync=pipeline == "dataloader")
                 finally:
                     batches.close()  # ends the DataLoader's workers
                 ms = elapsed * 1000.0 / args.steps
                 row = {"method": method, "pipeline": pipeline, "ms_per_step": ms,
                        "images_per_s": args.batch_size * args.steps / elapsed, "seconds": elapsed,
-                       "projected_hours": projected_hours(ms, args.batch_size), "speedup": None}
+                       "projected_hours": projected_hours(ms, args.batch_size), "speedup": None, "eager_ops": ops}
                 rows.append(row)
                 print(f"{method:>10} {pipeline:>10}: {ms:8.2f} ms/step  {row['images_per_s']:9.1f} images/s  "
-                      f"240 epochs ~{row['projected_hours']:.2f} h", flush=True)
+                      f"240 epochs ~{row['projected_hours']:.2f} h  eager ops/step {ops['total']}", flush=True)
                 del opt, teacher, student, distiller, batches
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -85,3 +85,64 @@ def test_benchmark_trials_row_is_per_student(tmp_path):
     assert trial["images_per_s"] == pytest.approx(4 * 2 / (trial["seconds"] / 3))
     assert trial["vs_one_student"] == pytest.approx(rows["ours"]["ms_per_step"] / trial["ms_per_step"])
     assert "| kd | ours, 3 trials |" in out.read_text()
+
+
+def test_eager_op_counts_skip_compiled_regions_and_split_the_phases():
+    import torch
+    bench = _load_benchmark()
+    # ones, add, sum: three ops (ones' own empty + fill_ are counted as ones)
+    assert bench.eager_op_counts(lambda: (torch.ones(3) + 1).sum()) == \
+        {"step": 3, "backward": 0, "optimizer": 0, "total": 3}
+    compiled = torch.compile(lambda x: (x * 2 + 1).sin().sum(), backend="aot_eager")
+    x = torch.randn(4)
+    compiled(x)  # compiles; later calls run the graph
+    assert bench.eager_op_counts(lambda: compiled(x))["total"] == 0
+    p = torch.nn.Parameter(torch.ones(3))
+    sgd = torch.optim.SGD([p], lr=0.1)
+
+    def step():
+        (p * 2).sum().backward()
+        sgd.step()
+    counts = bench.eager_op_counts(step)
+    assert counts["step"] >= 2 and counts["backward"] >= 1 and counts["optimizer"] >= 1
+    assert counts["total"] == counts["step"] + counts["backward"] + counts["optimizer"]
+
+
+def test_dataloader_row_builds_nchw_networks_where_the_default_is_channels_last(tmp_path, monkeypatch):
+    """On CUDA the networks are built channels-last by default; RepDistiller's row must still run NCHW."""
+    import torch
+    import train_student
+    from helper import run as helper_run
+    bench = _load_benchmark()
+
+    def cuda_like_place_model(model, device, opt=None):  # helper.run.place_model with the CUDA default
+        flag = None if opt is None else opt.channels_last
+        model = model.to(device)
+        return model.to(memory_format=torch.channels_last) if flag is None or flag else model
+
+    monkeypatch.setattr(train_student, "place_model", cuda_like_place_model)
+    monkeypatch.setattr(bench, "place_model", cuda_like_place_model)
+    monkeypatch.setattr(helper_run, "place_model", cuda_like_place_model)
+    seen = []
+    original = bench.time_steps
+
+    def spy(batches, opt, runs, teacher, *args, **kw):
+        result = original(batches, opt, runs, teacher, *args, **kw)
+        nets = [r.student for r in runs] + ([teacher] if teacher is not None else [])
+        seen.append(["cl" if n.conv1.weight.is_contiguous(memory_format=torch.channels_last) else "nchw"
+                     for n in nets])
+        return result
+
+    monkeypatch.setattr(bench, "time_steps", spy)
+    result = bench.main(["--model_t", "resnet8", "--model_s", "resnet8", "--methods", "teacher,kd", "--device", "cpu",
+                         "--warmup", "0", "--steps", "1", "--batch_size", "4", "--synthetic_n", "16",
+                         "--num_workers", "0", "--channels_last", "--data_root", str(tmp_path / "none"),
+                         "--out", str(tmp_path / "t.md")])
+    pipelines = [(r["method"], r["pipeline"]) for r in result["rows"]]
+    assert pipelines == [("teacher", "ours"), ("teacher", "dataloader"), ("kd", "ours"), ("kd", "dataloader")]
+    # teacher training: one network; kd: student and teacher
+    assert seen == [["cl"], ["nchw"], ["cl", "cl"], ["nchw", "nchw"]]
+    for r in result["rows"]:
+        ops = r["eager_ops"]
+        assert ops["total"] == ops["step"] + ops["backward"] + ops["optimizer"] > 0
+    assert "| eager ops/step (step + backward + optimizer) |" in (tmp_path / "t.md").read_text()
