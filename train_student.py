@@ -42,8 +42,8 @@ from helper.ensemble import load_teacher_set
 from helper.logging import read_metrics
 from helper.loops import StudentRun, fit_runs, validate
 from helper.multihead import best_epoch_row, exit_keys, exits_table
-from helper.options import (_finish, parse_student_options, resolve_loss_weights,  # noqa: F401
-                            student_parser, student_run_name)
+from helper.options import (_finish, check_student_options, parse_student_options,  # noqa: F401
+                            resolve_loss_weights, student_parser, student_run_name)
 from helper.recipe import apply_recipe, explicit_dests, set_normalization
 from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
                         setup_run, write_summary)
@@ -73,6 +73,7 @@ def finish_options(opt):
         if method_lr is not None:
             opt.learning_rate = method_lr
     _finish(opt, opt.model_s)
+    check_student_options(opt)
     opt.blocktype = normalize_block_type(opt.blocktype)
     opt.block_depth = parse_block_depth_arg(opt.block_depth)
     check_block_depth_applies(opt.model_s, opt.block_depth)
@@ -198,7 +199,8 @@ def build_student_side(opt, data, device, teacher):
     distiller = cls(ctx)
     if getattr(opt, "mc", 0):
         distiller = MilestoneChecking(distiller, ctx)
-    return student, distiller.to(device)
+    # the method's modules (regressors, connectors, embeddings) take the networks' memory format too
+    return student, place_model(distiller, device, opt)
 
 
 def build_trials(opt, data, device, teacher, student, distiller, side_by_side: bool = False):
@@ -245,15 +247,33 @@ def evaluate_only(opt, data, device):
     return {"test_acc": res["acc"], "test_acc_top5": res["acc_top5"], "test_loss": res["loss"], "params": params}
 
 
+def cudnn_determinism(configs):
+    """Whether to run cuDNN deterministically (ICKD's reference does), and a console note when undecided.
+
+    The setting is global to the process, so it applies only when every configuration of a side-by-side run
+    asks for it; a mix trains every method with the (faster, autotuned) default and says so.
+    """
+    wanting = [distiller_class(o).deterministic_cudnn for o in configs]
+    if all(wanting):
+        return True, ""
+    if any(wanting):
+        methods = sorted({o.distill for o, wants in zip(configs, wanting) if wants})
+        return False, (f"note: cuDNN stays non-deterministic, as the other methods of this run need; "
+                       f"run {', '.join(methods)} alone for its reference's deterministic cuDNN")
+    return False, ""
+
+
 def main(argv=None, data=None):
     """Run one distillation. ``data``: a prepared DataBundle (search.py passes its held-out split)."""
     configs = parse_configurations(argv)
     opt = configs[0]
     device = setup_run(opt)
     if device.type == "cuda":
-        deterministic = bool(getattr(distiller_zoo.REGISTRY.get(opt.distill), "deterministic_cudnn", False))
+        deterministic, note = cudnn_determinism(configs)
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
+        if note:
+            announce(note)
     if data is None:
         data = build_dataset(opt.dataset, opt.data_root, device)
     set_normalization(data, opt.data_norm)
@@ -286,6 +306,9 @@ def main(argv=None, data=None):
                                                                    + ", ".join(r.run_dir for r in runs)))
     results = fit_runs(runs, opt, data, device, teacher=teacher)
     for run, result in zip(runs, results):
+        if run.finished:  # fit_runs said so; its summary.json stays as that run wrote it
+            result["run_dir"] = run.run_dir
+            continue
         own = {**summary, **run_summary(run.run_dir)}
         if is_main_process():
             write_summary(run.run_dir, run.opt, **own, **result)

@@ -17,6 +17,7 @@ import os
 from dataset import build_dataset
 from distiller_zoo import DistillContext, build_distiller
 from helper.loops import fit
+from helper.run_folder import ALREADY_FINISHED
 from helper.options import parse_teacher_options
 from helper.recipe import set_normalization
 from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
@@ -47,6 +48,9 @@ def main(argv=None):
     announce(f"training {opt.model} on {opt.dataset} ({len(data.train)} train / {len(data.test)} test images) "
              f"on {device}{describe_processes()}; output: {opt.save_folder}")
     result = fit(opt, data, model, distiller, opt.save_folder, opt.model, device)
+    if ALREADY_FINISHED in result:  # fit said so; its summary.json stays as that run wrote it
+        finish_processes()
+        return result
     if is_main_process():
         write_summary(opt.save_folder, opt, **result)
     announce(f"done: last test acc {result.get('last_acc', float('nan')):.2f}, best {result['best_acc']:.2f}")

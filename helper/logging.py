@@ -2,12 +2,29 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
 from typing import Dict
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def metrics_line(row: Dict) -> str:
+    """One strict-JSON line: a non-finite number (nan, inf) is written as null, which json.dumps would write
+    as the bare NaN/Infinity that strict readers reject; :func:`read_metrics` reads null back as nan."""
+    return json.dumps(finite_or_null(row), allow_nan=False) + "\n"
+
+
+def finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 class RunLogger:
@@ -26,9 +43,9 @@ class RunLogger:
         with open(self.path, "w") as f:
             for row in rows:
                 if row.get("epoch", 0) <= resume_epoch and row.get("stage", "train") == "train":
-                    f.write(json.dumps(row) + "\n")
+                    f.write(metrics_line(row))
                 elif row.get("stage") == "init":
-                    f.write(json.dumps(row) + "\n")
+                    f.write(metrics_line(row))
         self.writer = None
         if tensorboard:
             try:
@@ -39,7 +56,7 @@ class RunLogger:
 
     def log(self, row: Dict, prefix: str = "") -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(metrics_line(row))
         if self.writer is not None:
             step = int(row.get("epoch", 0))
             for k, v in row.items():
@@ -70,11 +87,14 @@ class NullLogger:
 
 
 def read_metrics(run_dir: str):
+    """The rows of ``metrics.jsonl``; a null value (a non-finite number when written) is read as nan, so that
+    the numeric columns stay numbers."""
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{k: (math.nan if v is None else v) for k, v in row.items()} for row in rows]
 
 
 def progress(total: int, desc: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -13,13 +14,17 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import Batch, Distiller, Outputs
 
-from .checkpoint import latest_checkpoint, load_checkpoint, options_dict, save_checkpoint
+from .checkpoint import (latest_checkpoint, load_checkpoint, load_weights, options_dict, remove_stale_temporaries,
+                         save_checkpoint)
 from .distributed import (all_reduce_sum, average_gradients, barrier, broadcast_buffers, convert_sync_batchnorm,
                           current_env, scaled_learning_rate, wrap_ddp)
+from .checkpoint_writer import CheckpointWriter
 from .logging import NullLogger, RunLogger, progress
 from .multihead import evaluate_exits, is_multi_exit
+from .run import record_epoch
+from .run_folder import checkpoint_plan, claim_run_folders, finished_result, remove_periodic_checkpoints, say
 from .trials import RNGStream
-from .util import adjust_learning_rate, correct_topk
+from .util import adjust_learning_rate, correct_topk, parse_epochs
 
 
 def use_channels_last(opt, device: torch.device) -> bool:
@@ -75,12 +80,30 @@ class StudentStep(nn.Module):
         super().__init__()
         self.student = student
         self.distiller = distiller
+        self.compiled: Any = None  # torch.compile of loss_and_logits (compile_step); None: eager
+        self.epoch_seen: Optional[int] = None
+        self.epoch_on_device: Optional[torch.Tensor] = None
 
     def forward(self, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
                 weights: Dict[str, float]):
+        if self.compiled is None:
+            return self.loss_and_logits(x, out_t, batch, epoch, weights)
+        return self.compiled(x, out_t, batch, self.epoch_tensor(epoch, x.device), weights)
+
+    def epoch_tensor(self, epoch: int, device: torch.device) -> torch.Tensor:
+        """The epoch as a float32 device scalar for the compiled step: a Python int would be a constant of the
+        graph, so a method that reads it (DKD's warm-up) would compile a new graph every epoch. Made once per
+        epoch, so the step itself copies nothing from the host."""
+        if self.epoch_seen != epoch:
+            self.epoch_on_device = torch.tensor(float(epoch), device=device)
+            self.epoch_seen = epoch
+        return self.epoch_on_device
+
+    def loss_and_logits(self, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch,
+                        weights: Dict[str, float]):
         d = self.distiller
         out_s = forward(self.student, x, d.needs_feats, d.needs_preact)
-        terms = d.loss(out_s, out_t, batch, epoch)
+        terms = d.float32_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
         return loss, terms, out_s.logits
 
@@ -157,6 +180,24 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
     return batch, results
 
 
+# key of a training row (not logged): how many steps of the epoch had a non-finite loss
+NONFINITE_STEPS = "nonfinite_steps"
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite: the run stops before validating or saving that epoch.
+
+    A ValueError, so that the entry scripts end with its one-line message and a non-zero exit status.
+    """
+
+
+def retry_hint(opt, distiller: Distiller, lr: float) -> str:
+    """What to change after a non-finite loss (the loss weights and temperature exist for students only)."""
+    hint = f"a lower --learning_rate (lr {lr:g} in this epoch)"
+    if distiller.name != "ce":
+        hint += (f", and check the loss weights -r/-a/-b (now {opt.gamma:g}/{opt.alpha:g}/{opt.beta:g}) and --kd_T "
+                 f"(now {opt.kd_T:g})")
+    return hint
+
+
 class EpochMeter:
     """Sample-weighted sums of one epoch, kept on the device (one host sync per epoch)."""
 
@@ -164,6 +205,8 @@ class EpochMeter:
         self.zero = torch.zeros((), device=device)
         self.sums = {"loss": self.zero.clone(), "top1": self.zero.clone(), "top5": self.zero.clone()}
         self.terms: Dict[str, torch.Tensor] = {}
+        # steps whose loss was nan/inf, counted on the device and read with the epoch's sums (no extra sync)
+        self.nonfinite = self.zero.clone()
         self.seen = 0
 
     def update(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor):
@@ -173,6 +216,7 @@ class EpochMeter:
         self.sums["loss"] += loss.detach().float() * bs
         self.sums["top1"] += c1
         self.sums["top5"] += c5
+        self.nonfinite += (~torch.isfinite(loss.detach())).sum()
         for k, v in terms.items():
             self.terms[k] = self.terms.get(k, self.zero) + v.detach().float() * bs
 
@@ -180,13 +224,13 @@ class EpochMeter:
         keys = list(self.terms)
         flat = torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
                            + [self.terms[k] for k in keys]
-                           + [torch.tensor(float(self.seen), device=self.zero.device)])
+                           + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
         flat = all_reduce_sum(flat)  # all processes' samples (identity in one process)
         values = flat.tolist()
         seen = values[-1]
         out = {"train_loss": values[0] / seen, "train_acc": values[1] * 100.0 / seen,
-               "train_acc_top5": values[2] * 100.0 / seen}
-        for k, v in zip(keys, values[3:-1]):
+               "train_acc_top5": values[2] * 100.0 / seen, NONFINITE_STEPS: int(values[-2])}
+        for k, v in zip(keys, values[3:-2]):
             out[f"loss_{k}"] = v / seen
         return out
 
@@ -210,6 +254,7 @@ class StudentRun:
     best_acc: float = 0.0
     base_lr: float = 0.0
     teacher_state: Optional[Dict[str, torch.Tensor]] = None  # a stateful teacher's state from the resumed checkpoint
+    finished: bool = False  # its checkpoint had already reached --epochs: skipped, nothing in its folder written
     result: Dict[str, float] = field(default_factory=dict)
 
 
@@ -229,16 +274,16 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
     mark_step = uses_cuda_graphs(opt, device)
     bar = progress(data.num_batches(opt.batch_size, world_size=env.world_size), f"epoch {epoch}")
     batches = data.train_batches(opt.batch_size, data_seed(opt), epoch, rank=env.rank, world_size=env.world_size)
-    for i, batch in enumerate(batches):
+    for batch in batches:
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()
         batch, results = step_runs(batch, epoch, runs, weights, opt, device, teacher, env.world_size)
         for meter, (loss, terms, logits) in zip(meters, results):
             meter.update(loss, terms, logits, batch.y)
         if bar is not None:
+            # counts steps only: showing the running loss would read it to the host (a sync per update); the
+            # epoch's console line reports it
             bar.update(1)
-            if i % max(1, opt.print_freq) == 0:
-                bar.set_postfix(loss=f"{results[0][0].item():.4f}")
     if bar is not None:
         bar.close()
     out = []
@@ -264,17 +309,22 @@ def validate(model: nn.Module, split, opt, device: torch.device) -> Dict[str, fl
     ``acc_ensemble``. Under torchrun each process scores its part of the split and the sums are added up.
     """
     channels_last = use_channels_last(opt, device)
+    # A CUDA-graph replay writes its outputs into the same memory every call: copy them out (float32 too,
+    # where .float() would return the graph's own tensor) so that no result is overwritten by the next batch.
+    copy_outputs = uses_cuda_graphs(opt, device)
     if is_multi_exit(model):
         return evaluate_exits(model, split, opt, device, autocast_for(opt, device),
-                              lambda x, _device: prepare_input(x, channels_last))
+                              lambda x, _device: prepare_input(x, channels_last), copy_outputs=copy_outputs)
     env = current_env()
     model.eval()
     sums = torch.zeros(3, device=device)  # cross-entropy, top-1 hits, top-5 hits
     for batch in split.eval_batches(getattr(opt, "test_batch_size", 256), rank=env.rank,
                                     world_size=env.world_size):
+        if copy_outputs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new inference step: the graph may reuse its memory
         with autocast_for(opt, device):
             logits = model(prepare_input(batch.x, channels_last))
-        logits = logits.float()
+        logits = logits.to(torch.float32, copy=copy_outputs)
         c1, c5 = correct_topk(logits, batch.y, (1, 5))
         sums += torch.stack([F.cross_entropy(logits, batch.y, reduction="sum"), c1.float(), c5.float()])
     sums = all_reduce_sum(sums)
@@ -295,6 +345,10 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
     env = current_env()
     init_list = nn.ModuleList(modules)
     lr = distiller.init_lr(opt)
+    method = f"[{distiller.name}] "
+    if opt.init_epochs > opt.epochs:
+        logger.print(f"{method}note: the init stage runs --init_epochs {opt.init_epochs} epochs (RepDistiller's 30) "
+                     f"before the {opt.epochs} training epoch(s); give a smaller --init_epochs for a short run")
     optimizer = torch.optim.SGD(init_list.parameters(), lr=lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
     channels_last = use_channels_last(opt, device)
@@ -302,7 +356,8 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
         student.eval()
         teacher.eval()
         init_list.train()
-        total = torch.zeros(2, device=device)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0  # this process's samples, counted on the host: a device tensor per step would be a copy per step
         t0 = time.time()
         for batch in data.train.train_batches(opt.batch_size, data_seed(opt), -epoch, rank=env.rank,
                                               world_size=env.world_size):
@@ -311,18 +366,23 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
             with autocast_for(opt, device):
                 out_s = forward(student, x, True, distiller.needs_preact)
                 out_t = teacher_outputs(teacher, x, True, distiller.needs_preact)
-                loss = distiller.init_loss(out_s, out_t, batch)
+                loss = distiller.float32_init_loss(out_s, out_t, batch)
             optimizer.zero_grad(set_to_none=True)
             scale = shard_loss_scale(batch, env.world_size)
             (loss if scale == 1.0 else loss * scale).backward()
             average_gradients(init_list.parameters())
             optimizer.step()
-            total += torch.stack([loss.detach().float() * batch.y.shape[0],
-                                  torch.tensor(float(batch.y.shape[0]), device=device)])
+            loss_sum += loss.detach().float() * batch.y.shape[0]
+            seen += batch.y.shape[0]
+        total = torch.stack([loss_sum, torch.tensor(float(seen), device=device)])
         total_loss, seen = all_reduce_sum(total).tolist()
+        # a nan or inf loss of any step makes the epoch's sum non-finite, so the sum read here tells it
+        if not math.isfinite(total_loss):
+            raise TrainingDiverged(f"{method}init epoch {epoch}/{opt.init_epochs}: non-finite init-stage loss; "
+                                   f"stopped before training, nothing saved; try {retry_hint(opt, distiller, lr)}")
         row = {"stage": "init", "epoch": epoch, "init_train_loss": total_loss / seen, "lr": lr}
         logger.log(row, prefix="init/")
-        logger.print(f"init epoch {epoch}/{opt.init_epochs}  loss {row['init_train_loss']:.4f}  "
+        logger.print(f"{method}init epoch {epoch}/{opt.init_epochs}  loss {row['init_train_loss']:.4f}  "
                      f"({time.time() - t0:.1f}s)")
 
 
@@ -332,6 +392,18 @@ def build_optimizer(student: nn.Module, distiller: Distiller, opt, device: torch
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.SGD(trainable.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
                            weight_decay=opt.weight_decay, nesterov=bool(getattr(opt, "nesterov", False)), **extra)
+
+
+def load_optimizer_state(optimizer, state: Dict[str, Any]) -> None:
+    """``optimizer.load_state_dict`` that keeps each param group's ``fused`` choice (build_optimizer's).
+
+    The loaded groups carry the checkpoint's value instead: a checkpoint written on a CPU (fused None) would
+    silently turn the fused CUDA kernel off after resuming on a GPU.
+    """
+    fused = [group.get("fused") for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, value in zip(optimizer.param_groups, fused):
+        group["fused"] = value
 
 
 def compile_mode(opt, device: torch.device) -> Optional[str]:
@@ -349,12 +421,60 @@ def uses_cuda_graphs(opt, device: torch.device) -> bool:
     return device.type == "cuda" and compile_mode(opt, device) in ("reduce-overhead", "max-autotune")
 
 
+# torch.compile's backend. Tests of what dynamo captures set "aot_eager": the same graphs and autograd, without
+# inductor's code generation, which takes minutes per graph on a small CPU.
+COMPILE_BACKEND = "inductor"
+
+
+def compile_kwargs(mode: str) -> Dict[str, Any]:
+    # dynamic=False: one static graph per input shape, the last smaller batch of an epoch included
+    return {"mode": mode, "dynamic": False} if COMPILE_BACKEND == "inductor" else \
+        {"backend": COMPILE_BACKEND, "dynamic": False}
+
+
+# Graphs one compiled network or step can need: train and eval mode x its forward variants (logits only,
+# is_feat, is_feat with preact) x batch shapes (the full batch and the last, smaller one of an epoch).
+GRAPHS_PER_COMPILED_INSTANCE = 2 * 3 * 2
+compiled_instances = 0  # compiled in this process so far (search.py and the scripts fit one run after another)
+
+
+def reserve_compiled_graphs(instances: int) -> int:
+    """Raise dynamo's graph limits to what ``instances`` more compiled networks/steps need; returns the limit.
+
+    Dynamo keeps its graphs per code object, and every instance of one class (a teacher and its students are
+    all ResNets, the trials' steps are all StudentSteps) shares its forward's code object; beyond
+    ``recompile_limit`` (8 by default) it stops compiling and runs that code eagerly for the rest of the
+    process. The instances of earlier runs keep their entries, so the count is cumulative.
+    """
+    global compiled_instances
+    compiled_instances += instances
+    config = torch._dynamo.config
+    need = GRAPHS_PER_COMPILED_INSTANCE * compiled_instances
+    config.recompile_limit = max(config.recompile_limit, need)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, need)
+    return config.recompile_limit
+
+
 def compile_network(model: nn.Module, opt, device: torch.device) -> None:
     """Compile ``model`` in place (its state-dict keys stay the same). dynamic=False: one static graph per input
     shape, so the last, smaller batch of an epoch gets its own graph once and both are reused every epoch."""
     mode = compile_mode(opt, device)
     if mode is not None:
-        model.compile(mode=mode, dynamic=False)
+        reserve_compiled_graphs(1)
+        model.compile(**compile_kwargs(mode))
+
+
+def compile_step(step: StudentStep, opt, device: torch.device) -> None:
+    """Compile the student's forward and the method's loss as one graph per batch shape.
+
+    Compiling the networks alone left the loss (a few hundred small ops for CRD, AT, ICKD) and the glue
+    between them eager, one kernel launch each. Under torchrun the step stays eager around the compiled
+    networks: DDP's hooks and the CPU cross-process BatchNorm communicate inside the forward.
+    """
+    mode = compile_mode(opt, device)
+    if mode is not None and not current_env().enabled:
+        reserve_compiled_graphs(1)
+        step.compiled = torch.compile(step.loss_and_logits, **compile_kwargs(mode))
 
 
 def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
@@ -363,6 +483,8 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     the DDP wrapper of one run."""
     env = current_env()
     os.makedirs(run.run_dir, exist_ok=True)
+    if env.is_main:
+        remove_stale_temporaries(run.run_dir)
     if getattr(opt, "sync_bn", False) and env.enabled:
         run.student = convert_sync_batchnorm(run.student, device)
     run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
@@ -370,12 +492,17 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     path = resume_path
     if path is not None:
         state = load_checkpoint(path, map_location=device)
-        if "optimizer" not in state or "distiller" not in state:
+        if not isinstance(state, dict) or "optimizer" not in state or "distiller" not in state:
             raise ValueError(f"'{path}' holds weights only; resume needs a ckpt_epoch_N.pth or "
                              f"{run.model_name}_last.pth written by this toolkit")
-        run.student.load_state_dict(state["model"])
-        run.distiller.load_state_dict(state["distiller"])
-        run.optimizer.load_state_dict(state["optimizer"])
+        load_weights(run.student, state["model"], run.model_name, source=f"--resume checkpoint '{path}'",
+                     hint="resume a checkpoint of this run's own folder (--resume auto) or match its --model_s/--model")
+        try:
+            run.distiller.load_state_dict(state["distiller"])
+        except RuntimeError:
+            raise ValueError(f"--resume checkpoint '{path}' was written with another --distill method or method "
+                             "options (its distiller state does not fit); resume with those") from None
+        load_optimizer_state(run.optimizer, state["optimizer"])
         run.start_epoch = int(state["epoch"]) + 1
         run.best_acc = float(state.get("best_acc", 0.0))
         run.rng.restore(state.get("rng"))
@@ -391,6 +518,7 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
             run_init_stage(run.opt, data, run.student, teacher, run.distiller, device, run.logger)
     compile_network(run.student, opt, device)
     step = StudentStep(run.student, run.distiller)
+    compile_step(step, opt, device)
     run.step = wrap_ddp(step, device) if env.enabled else step
 
 
@@ -400,14 +528,19 @@ def stateful_teacher(teacher: Optional[nn.Module]) -> bool:
 
 
 def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,
-                 device: torch.device, teacher: Optional[nn.Module] = None) -> None:
-    """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves)."""
+                 device: torch.device, teacher: Optional[nn.Module] = None,
+                 writer: Optional[CheckpointWriter] = None) -> None:
+    """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves).
+
+    With a ``writer`` the files are written on its background thread (``fit_runs`` passes one), else here.
+    """
     env = current_env()
     if env.enabled:
         # BatchNorm running statistics differ between processes without --sync_bn; validate with process 0's.
         # The distiller's buffers need no copy: CRD's banks are equal by construction (tested), and the rest
         # (running statistics of a method's own BatchNorms) are not used by the training step.
         broadcast_buffers(run.student)
+    check_finite_weights(run, epoch, lr)
     test = validate(run.student, data.test, run.opt, device)
     row = {"epoch": epoch, "lr": lr, **train, "test_acc": test["acc"], "test_acc_top5": test["acc_top5"],
            "test_loss": test["loss"], "epoch_time": t_train}
@@ -433,31 +566,89 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
             "opt": options_dict(opt), "rng": run.rng.snapshot()}
     if stateful_teacher(teacher):
         full["teacher"] = teacher.state_dict()
+    def save(state, path, then=None):
+        if writer is None:
+            save_checkpoint(state, path)
+            if then is not None:
+                then()
+        else:
+            writer.save(state, path, then)
+
     if improved:
-        save_checkpoint({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
-                         "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
-    if opt.save_freq > 0 and epoch % opt.save_freq == 0:
-        save_checkpoint(full, os.path.join(run.run_dir, f"ckpt_epoch_{epoch}.pth"))
-    save_checkpoint(full, os.path.join(run.run_dir, f"{name}_last.pth"))
+        save({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
+              "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
+    keep_periodic = opt.keep_checkpoints == "all"
+    if keep_periodic and opt.save_freq > 0 and epoch % opt.save_freq == 0:
+        save(full, os.path.join(run.run_dir, f"ckpt_epoch_{epoch}.pth"))
+    # --keep_checkpoints last: once the _last.pth resumes from here, the older periodic files go
+    save(full, os.path.join(run.run_dir, f"{name}_last.pth"),
+         None if keep_periodic else lambda: remove_periodic_checkpoints(run.run_dir, epoch))
 
 
-def resume_paths(runs: List[StudentRun], resume: Optional[str]) -> List[Optional[str]]:
+def check_finite_weights(run: StudentRun, epoch: int, lr: float) -> None:
+    """Refuse to validate or save weights that are nan/inf (one host sync for all tensors of the student)."""
+    tensors = [t for t in run.student.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        raise TrainingDiverged(f"{run.label}epoch {epoch}: non-finite weights; stopped before validating or saving "
+                               f"them, {kept_checkpoint(run, epoch)}; try {retry_hint(run.opt, run.distiller, lr)}")
+
+
+def kept_checkpoint(run: StudentRun, epoch: int) -> str:
+    """Which checkpoint survives a run stopped during ``epoch`` (every finished epoch wrote its _last.pth)."""
+    if epoch <= 1:
+        return "nothing saved"
+    return f"{run.model_name}_last.pth of epoch {epoch - 1} is kept for --resume auto"
+
+
+def resume_paths(runs: List[StudentRun], resume: Optional[str], quiet: bool = False) -> List[Optional[str]]:
     """The checkpoint each run resumes from (None: from scratch) for ``--resume PATH|auto``.
 
-    With ``auto`` and several runs, a run folder without a checkpoint starts from epoch 1 (a trial killed before
-    its first checkpoint while its siblings wrote theirs); with none anywhere, or a single run, it is an error.
+    With ``auto``, a run folder without a resumable checkpoint starts from epoch 1, and says so: a sweep that
+    always passes ``--resume auto`` then restarts a run killed before its first checkpoint (or never started).
     """
     if not resume:
         return [None] * len(runs)
     if resume != "auto":
         return [resume] * len(runs)
     paths = [latest_checkpoint(r.run_dir, r.model_name) for r in runs]
-    if len(runs) == 1 and paths[0] is None:
-        raise FileNotFoundError(f"--resume auto: no resumable checkpoint in '{runs[0].run_dir}'")
-    if all(p is None for p in paths):
-        raise FileNotFoundError("--resume auto: no resumable checkpoint in any trial's folder: "
-                                + ", ".join(r.run_dir for r in runs))
+    for run, path in zip(runs, paths):
+        if path is None:
+            say(f"{run.label}no checkpoint in {run.run_dir} yet: starting from epoch 1", quiet)
     return paths
+
+
+def warn_unused_milestones(opt, quiet: bool) -> None:
+    # milestone m lowers the lr from epoch m + 1 on, so it applies only when m < --epochs
+    unused = [m for m in parse_epochs(opt.lr_decay_epochs) if m >= opt.epochs]
+    if unused:
+        say(f"warning: --lr_decay_epochs {','.join(map(str, unused))} never apply with --epochs {opt.epochs} "
+            f"(a milestone m lowers the lr from epoch m+1 on)", quiet)
+
+
+def train_epochs(runs: List[StudentRun], opt, data, device: torch.device, teacher: Optional[nn.Module],
+                 writer: CheckpointWriter) -> None:
+    """The epochs of :func:`fit_runs`: train every active run, then validate and checkpoint each."""
+    for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):
+        record_epoch(epoch)
+        active = [r for r in runs if r.start_epoch <= epoch]
+        lrs = [adjust_learning_rate(epoch, r.opt, r.optimizer, base_lr=r.base_lr) for r in active]
+        t0 = time.time()
+        trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher)
+        t_train = time.time() - t0
+        diverged = []
+        for run, lr, train in zip(active, lrs, trains):
+            nonfinite = train.pop(NONFINITE_STEPS)
+            if nonfinite:
+                diverged.append((run, nonfinite))
+            else:
+                finish_epoch(run, epoch, lr, train, t_train, data, device, teacher, writer)
+        if diverged:
+            run, nonfinite = diverged[0]
+            others = f" ({len(diverged) - 1} other runs too)" if len(diverged) > 1 else ""
+            lr = lrs[active.index(run)]
+            raise TrainingDiverged(f"{run.label}epoch {epoch}: non-finite training loss ({nonfinite} steps){others}; "
+                                   f"stopped before validating or saving it, {kept_checkpoint(run, epoch)}; "
+                                   f"try {retry_hint(run.opt, run.distiller, lr)}")
 
 
 def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: Optional[nn.Module] = None,
@@ -470,9 +661,38 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
     every epoch. The periodic and last files carry optimizer, distiller and RNG state, so ``--resume``
     continues exactly where a killed run stopped; runs that got one epoch further before the kill wait for
     the others.
+
+    Before anything is written: a run whose checkpoint already reached ``opt.epochs`` is skipped (its folder
+    untouched, its result marked ``ALREADY_FINISHED``); without ``--resume`` a folder that holds a run is refused
+    unless ``--overwrite``. A non-finite loss or weights stop the run (:class:`TrainingDiverged`) before that
+    epoch is validated or saved, so the previous epoch's ``_last.pth`` stays the one to resume.
     """
-    for run, path in zip(runs, resume_paths(runs, getattr(opt, "resume", None))):
-        prepare_run(run, opt, data, device, teacher, quiet, path)
+    all_runs = list(runs)
+    resume = getattr(opt, "resume", None)
+    paths = resume_paths(all_runs, resume, quiet)
+    for run, path in zip(all_runs, paths):
+        done = None if path is None else finished_result(path, opt.epochs)
+        if done is not None:
+            run.finished, run.result, run.best_acc = True, done, done["best_acc"]
+            say(f"{run.label}already finished (epoch {done['epoch']} of {opt.epochs}): nothing to do "
+                f"({run.run_dir})", quiet)
+    # every check comes before the first run writes anything; with --resume auto a folder without a resumable
+    # checkpoint starts afresh (resume_paths said so)
+    if not resume:
+        claim_run_folders(all_runs, opt.overwrite, quiet)
+    barrier()  # under torchrun, no process writes into a run folder before every process has looked at it
+    runs = [r for r in all_runs if not r.finished]
+    if not runs:
+        return [run.result for run in all_runs]
+    warn_unused_milestones(opt, quiet)
+    plans = [checkpoint_plan(run, opt) for run in runs]
+    several = len(set(plans)) > 1
+    for run, plan in zip(runs, plans):
+        if several or run is runs[0]:
+            say((run.label if several else "") + plan, quiet)
+    for run, path in zip(all_runs, paths):
+        if not run.finished:
+            prepare_run(run, opt, data, device, teacher, quiet, path)
     if stateful_teacher(teacher):
         # the shared teacher continues from where the run that resumes earliest left it
         resumed = sorted((r.start_epoch, i) for i, r in enumerate(runs) if r.teacher_state is not None)
@@ -480,19 +700,19 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
             teacher.load_state_dict(runs[resumed[0][1]].teacher_state)
     if teacher is not None:
         compile_network(teacher, opt, device)
-    for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):
-        active = [r for r in runs if r.start_epoch <= epoch]
-        lrs = [adjust_learning_rate(epoch, r.opt, r.optimizer, base_lr=r.base_lr) for r in active]
-        t0 = time.time()
-        trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher)
-        t_train = time.time() - t0
-        for run, lr, train in zip(active, lrs, trains):
-            finish_epoch(run, epoch, lr, train, t_train, data, device, teacher)
+    writer = CheckpointWriter()
+    try:
+        train_epochs(runs, opt, data, device, teacher, writer)
+    finally:
+        # also on an error or interrupt: the files the run leaves are complete (a queued write is finished)
+        writer.close()
+    writer.raise_error()
+    record_epoch(None)
     for run in runs:
         if run.own_logger:
             run.logger.close()
     barrier()
-    return [run.result or {"best_acc": run.best_acc} for run in runs]
+    return [run.result or {"best_acc": run.best_acc} for run in all_runs]
 
 
 def fit(opt, data, student: nn.Module, distiller: Distiller, run_dir: str, model_name: str,

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
+
+import torch
 
 from .recipe import NORMALIZATIONS
 from .util import default_learning_rate
@@ -22,7 +26,9 @@ def str2bool(text) -> bool:
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("RepDistiller options")
-    g.add_argument("--print_freq", type=int, default=100, help="steps between progress updates")
+    g.add_argument("--print_freq", type=int, default=100,
+                   help="accepted for compatibility (unused: the progress bar counts steps, and the loss is "
+                        "printed once per epoch, since reading it every few steps would stall the GPU)")
     g.add_argument("--tb_freq", type=int, default=500, help="accepted for compatibility (unused, as upstream)")
     g.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_N.pth every N epochs")
     g.add_argument("--batch_size", type=int, default=64)
@@ -54,6 +60,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=None,
                    help="channels-last memory format for networks and inputs (default: on CUDA only, so that the "
                         "fp32 CPU path stays bit for bit the reference one; on a CPU it is ~10%% faster)")
+    t.add_argument("--tf32", type=str2bool, nargs="?", const=True, default=True,
+                   help="on CUDA, let float32 matmuls and convolutions (networks and losses alike) use TF32 "
+                        "tensor cores: 10-bit mantissa products, float32 range and accumulation, several times "
+                        "faster on Ampere and newer GPUs (PyTorch allows it for convolutions only by default). "
+                        "--tf32 0: full float32 products everywhere. No effect on a CPU")
     t.add_argument("--compile", type=str2bool, nargs="?", const=True, default=False,
                    help="torch.compile the networks (one static graph per batch shape: the last partial batch is "
                         "compiled once, not every epoch)")
@@ -69,6 +80,50 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--resume", type=str, default=None,
                    help="checkpoint to continue from, or 'auto' for the run folder's latest")
     t.add_argument("--test_batch_size", type=int, default=256, help="batch size for evaluation")
+    add_debug_flag(t)
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that already holds a run (its checkpoints, metrics and "
+                        "summary are removed first); without it such a folder is refused unless --resume is given")
+    t.add_argument("--keep_checkpoints", type=str, default="all", choices=["all", "last"],
+                   help="all: also keep ckpt_epoch_N.pth every --save_freq epochs; last: only <model>_last.pth and "
+                        "<model>_best.pth (saves disk in sweeps; a CRD checkpoint is ~50 MB)")
+
+
+def add_debug_flag(p) -> None:
+    """``--debug``: the entry scripts' error wrapper (helper.run.run_cli) reads it from the command line."""
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, print the full traceback instead of one line (also: KD_DEBUG=1)")
+
+
+def device_names() -> list:
+    """The --device values this torch build can mean (cuda:N stands for any GPU index)."""
+    names = ["auto", "cpu", "cuda", "cuda:N"]
+    if hasattr(torch.backends, "mps"):
+        names.append("mps")
+    return names
+
+
+def check_device_name(name: str) -> None:
+    known = device_names()
+    if name in known and name != "cuda:N" or re.fullmatch(r"cuda:\d+", name):
+        return
+    raise SystemExit(f"error: --device '{name}' is not a device; use one of {', '.join(known)}")
+
+
+def check_decay_epochs(text: str) -> None:
+    """--lr_decay_epochs is a comma-separated list of epochs (RepDistiller's '150,180,210'); empty: no decay."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if parts == [""]:
+        return
+    if not all(re.fullmatch(r"\d+", p) for p in parts):
+        raise SystemExit(f"error: --lr_decay_epochs '{text}' must be comma-separated non-negative epochs, "
+                         "e.g. 150,180,210")
+
+
+def check_positive(flag: str, value: float) -> None:
+    # written so that nan (which passes any '<= 0' test) and inf are refused too
+    if not (value > 0 and math.isfinite(value)):
+        raise SystemExit(f"error: {flag} must be a positive number, got {value}")
 
 
 def _finish(opt, model_name: str) -> None:
@@ -78,6 +133,13 @@ def _finish(opt, model_name: str) -> None:
         raise SystemExit("error: --epochs must be at least 1")
     if opt.batch_size < 1:
         raise SystemExit("error: --batch_size must be at least 1")
+    check_positive("--learning_rate", opt.learning_rate)
+    if opt.test_batch_size < 1:
+        raise SystemExit(f"error: --test_batch_size must be at least 1, got {opt.test_batch_size}")
+    check_decay_epochs(opt.lr_decay_epochs)
+    check_device_name(opt.device)
+    if opt.overwrite and opt.resume:
+        raise SystemExit("error: --overwrite starts the run afresh and --resume continues it; give one of them")
     if opt.data_seed is None:
         opt.data_seed = opt.seed
     trials = getattr(opt, "trials", 1)
@@ -202,9 +264,15 @@ def resolve_loss_weights(opt, default_weights) -> None:
     opt.beta = b if opt.beta is None else opt.beta
 
 
+def check_student_options(opt) -> None:
+    """Checks of the options only train_student.py has (called with :func:`_finish`)."""
+    check_positive("--kd_T", opt.kd_T)
+
+
 def parse_student_options(argv=None):
     opt = student_parser().parse_args(argv)
     _finish(opt, opt.model_s)
+    check_student_options(opt)
     return opt
 
 

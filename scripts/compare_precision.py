@@ -60,7 +60,7 @@ def main(argv=None):
     decay = ",".join(str(max(1, int(e * f))) for f in (0.6, 0.75, 0.875))
     common = ["--dataset", args.dataset, "--data_root", args.data_root, "--epochs", str(e), "--lr_decay_epochs",
               decay, "--device", args.device, "--seed", str(args.seed), "--batch_size", str(args.batch_size),
-              "--save_freq", str(e)]
+              "--save_freq", str(e), "--overwrite"]  # a new comparison retrains every run
     t0 = time.time()
     path_t = args.path_t
     if path_t is None:

@@ -32,7 +32,8 @@ def main(argv=None):
     e = args.epochs
     decay = ",".join(str(int(e * f)) for f in (0.6, 0.8, 0.9))  # RepDistiller's 150/180/210 of 240, scaled
     common = ["--dataset", "digits", "--epochs", str(e), "--lr_decay_epochs", decay, "--save_dir", args.save_dir,
-              "--device", args.device, "--seed", "0", "--save_freq", str(e)]
+              "--device", args.device, "--seed", "0", "--save_freq", str(e),
+              "--overwrite"]  # running the quickstart again retrains its three runs
     t0 = time.time()
     print(f"== 1/3 teacher {args.teacher}", flush=True)
     teacher = train_teacher.main(common + ["--model", args.teacher, "--trial", "quickstart"])

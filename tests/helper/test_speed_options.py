@@ -21,7 +21,8 @@ def options(**kw):
     base = dict(gamma=0.1, alpha=0.9, beta=0.0, kd_T=4.0, learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
                 nesterov=False, amp=False, channels_last=None, compile=False, compile_mode="auto", seed=0,
                 data_seed=0, batch_size=8, epochs=2, lr_decay_epochs="150", lr_decay_rate=0.1, print_freq=100,
-                save_freq=0, test_batch_size=16, init_epochs=0, resume=None, lr_scale="linear", sync_bn=False)
+                save_freq=0, test_batch_size=16, init_epochs=0, resume=None, lr_scale="linear", sync_bn=False,
+                overwrite=False, keep_checkpoints="all")
     base.update(kw)
     return SimpleNamespace(**base)
 
