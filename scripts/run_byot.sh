@@ -7,8 +7,8 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 #   bash scripts/run_byot.sh               # both models
 #   bash scripts/run_byot.sh --epochs 1    # extra arguments go to every run
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${PY:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
+cd "$ROOT"
 
 "$PY" train_student.py --distill byot --model_s multi_resnet18_kd --trial 1 "$@"
 "$PY" train_student.py --distill byot --model_s multi_resnet50_kd --trial 1 "$@"

@@ -21,8 +21,8 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 # trials 0 and 1 of train_teacher.py. The reference reports the best test accuracy over the last 10 epochs
 # (summary.json: best_acc_last10).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${PY:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
+cd "$ROOT"
 PAIRS="${PAIRS:-wrn_40_2:wrn_40_1 wrn_40_2:resnet32 wrn_40_2:mobilenetv2_075 resnet110:wrn_40_1 resnet110:resnet32 resnet110:mobilenetv2_075}"
 T_EPOCHS="${T_EPOCHS:-200}"          # teacher epochs; the last snapshot is the "full" teacher
 SAVE_FREQ="${SAVE_FREQ:-20}"         # snapshot period
@@ -44,9 +44,8 @@ for T in $(for p in $PAIRS; do echo "${p%%:*}"; done | sort -u); do
   for trial in 0 1; do
     RUN="$(run_dir "$T" "$trial")"
     if [ ! -f "$RUN/ckpt_epoch_${T_EPOCHS}.pth" ]; then
-      RESUME=()
-      if [ -f "$RUN/${T}_last.pth" ]; then RESUME=(--resume auto); fi   # an interrupted teacher run continues
-      "$PY" train_teacher.py --model "$T" --trial "$trial" "${TEACHER_ARGS[@]}" "${COMMON[@]}" "${RESUME[@]}"
+      # an interrupted teacher run continues; one without a checkpoint yet starts from epoch 1
+      "$PY" train_teacher.py --model "$T" --trial "$trial" "${TEACHER_ARGS[@]}" "${COMMON[@]}" --resume auto
     fi
   done
 done

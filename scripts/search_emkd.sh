@@ -6,8 +6,8 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 #   bash scripts/search_emkd.sh --select_on test      # EMKD's selection on the test set
 # Extra arguments go to both searches; TEACHER overrides the teacher checkpoint.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${PY:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
+cd "$ROOT"
 TEACHER="${TEACHER:-./save/models/resnet110_vanilla/ckpt_epoch_240.pth}"
 
 "$PY" search.py --model_t resnet110 --path_t "$TEACHER" --distill crd \

@@ -11,8 +11,8 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 # CE + 0.8 * 0.001 * MC. The last two lines are a KD/KD+MC pair with the KL term switched on
 # (-r 0.1 -a 0.9) and the same effective MC weight (-b 1 --mc_weight 0.0008).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${PY:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
+cd "$ROOT"
 TEACHER="${TEACHER:-./save/models/resnet110_vanilla/ckpt_epoch_240.pth}"
 
 # method  -b  --mc_weight   (EMKD's scripts/train.sh)

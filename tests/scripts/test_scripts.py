@@ -1,6 +1,7 @@
+import json
 import os
-import re
-import shlex
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -16,23 +17,34 @@ from models import build_model
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _script_lines(name):
-    text = open(os.path.join(ROOT, "scripts", name)).read()
-    env = dict(re.findall(r"^(\w+)=(\S+)$", text, flags=re.M))
-    out = []
-    for line in text.splitlines():
-        if "train_student.py" in line and not line.lstrip().startswith("#"):
-            args = shlex.split(line.split("train_student.py", 1)[1].replace('"$@"', ""))
-            out.append([env.get(a[1:], a) if a.startswith("$") else a for a in args])
-    return out
+def recorded_calls(tmp_path, script, args=(), **env):
+    """Run ``scripts/<script>`` with a stand-in interpreter that records each command line instead of training."""
+    log = tmp_path / "calls.jsonl"
+    stub = tmp_path / "recording_python"
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                    f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stub.chmod(0o755)
+    proc = subprocess.run(["bash", os.path.join("scripts", script), *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PY": str(stub), **env}, timeout=120)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
 
 
-def test_run_cifar_distill_has_repdistiller_lines():
-    lines = _script_lines("run_cifar_distill.sh")
+def fetched_teacher(save_dir, arch="resnet32x4"):
+    path = save_dir / "models" / f"{arch}_vanilla" / "ckpt_epoch_240.pth"
+    save_checkpoint({"model": build_model(arch).state_dict()}, str(path))
+    return path
+
+
+def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
+    teacher = fetched_teacher(tmp_path / "save")
+    proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", SAVE_DIR=str(tmp_path / "save"))
+    assert proc.returncode == 0, proc.stderr
     table = {}
-    for args in lines:
-        opt = train_student.parse_student_options(args)
-        assert opt.path_t == "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth" and opt.model_s == "resnet8x4"
+    for args in calls:
+        assert args[0] == "train_student.py"
+        opt = train_student.parse_student_options(args[1:])
+        assert opt.path_t == str(teacher) and opt.model_t == "resnet32x4" and opt.model_s == "resnet8x4"
         table.setdefault(opt.distill, []).append((opt.gamma, opt.alpha, opt.beta))
     assert table["kd"] == [(0.1, 0.9, 0.0)]
     assert table["crd"] == [(None, 0.0, 0.8), (None, 1.0, 0.8)]
@@ -44,6 +56,50 @@ def test_run_cifar_distill_has_repdistiller_lines():
     assert "dkd" in table
 
 
+def test_run_cifar_distill_takes_the_pair_and_finds_the_vanilla_scripts_teacher(tmp_path):
+    from helper.options import parse_teacher_options
+    save = tmp_path / "save"
+    # the folder train_teacher.py (and so run_cifar_vanilla.sh) writes a wrn_40_2 teacher to
+    run = save / "models" / parse_teacher_options(["--model", "wrn_40_2"]).model_name
+    unfinished = save / "models" / parse_teacher_options(["--model", "wrn_40_2", "--learning_rate", "0.01"]).model_name
+    unfinished.mkdir(parents=True)
+    (unfinished / "wrn_40_2_last.pth").write_bytes(b"")  # no summary.json: still training, never used
+    run.mkdir(parents=True)
+    (run / "wrn_40_2_last.pth").write_bytes(b"")
+    (run / "summary.json").write_text("{}")
+    proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", ["wrn_40_2", "wrn_16_2", "--epochs", "1"],
+                                 SAVE_DIR=str(save))
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 17
+    for args in calls:
+        opt = train_student.parse_student_options(args[1:])
+        assert (opt.path_t, opt.model_t, opt.model_s, opt.epochs) == (str(run / "wrn_40_2_last.pth"), "wrn_40_2",
+                                                                      "wrn_16_2", 1)
+
+
+def test_run_cifar_distill_without_a_teacher_says_where_to_get_one(tmp_path):
+    proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", ["vgg13", "vgg8"], SAVE_DIR=str(tmp_path / "s"))
+    assert proc.returncode == 1 and calls == []
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no teacher checkpoint for 'vgg13'")
+    assert "fetch_pretrained_teachers.sh" in proc.stderr and "run_cifar_vanilla.sh" in proc.stderr
+
+
+def test_run_scripts_use_the_project_environment_when_it_exists(tmp_path):
+    """PY given wins; else the project's .venv (quickstart.sh/test.sh make it); else python on PATH."""
+    probe = ("source scripts/python.sh; echo \"$PY\"")
+    venv_python = os.path.join(ROOT, ".venv", "bin", "python")
+    env = {k: v for k, v in os.environ.items() if k != "PY"}
+    out = subprocess.run(["bash", "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
+    assert out == (venv_python if os.access(venv_python, os.X_OK) else "python")
+    out = subprocess.run(["bash", "-c", probe], cwd=ROOT, env={**env, "PY": "/opt/py"}, capture_output=True,
+                         text=True).stdout.strip()
+    assert out == "/opt/py"
+    for script in ("run_cifar_distill.sh", "run_cifar_vanilla.sh", "run_checkpointkd.sh", "run_byot.sh",
+                   "train_emkd.sh", "search_emkd.sh"):
+        text = open(os.path.join(ROOT, "scripts", script)).read()
+        assert 'source "$(dirname "${BASH_SOURCE[0]}")/python.sh"' in text and 'PY="${PY:-python}"' not in text
+
+
 @pytest.fixture()
 def micro_data(tmp_path):
     rng = np.random.default_rng(0)
@@ -53,11 +109,11 @@ def micro_data(tmp_path):
 
 
 def test_every_script_line_builds(micro_data, tmp_path):
-    folder = tmp_path / "save" / "models" / "resnet32x4_vanilla"
-    save_checkpoint({"model": build_model("resnet32x4").state_dict()}, str(folder / "ckpt_epoch_240.pth"))
-    for args in _script_lines("run_cifar_distill.sh"):
-        args = [str(folder / "ckpt_epoch_240.pth") if a.endswith("ckpt_epoch_240.pth") else a for a in args]
-        opt = train_student.parse_student_options(args + ["--nce_k", "8", "--device", "cpu"])
+    teacher = fetched_teacher(tmp_path / "save")
+    proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", SAVE_DIR=str(tmp_path / "save"))
+    assert proc.returncode == 0, proc.stderr
+    for args in calls:
+        opt = train_student.parse_student_options(args[1:] + ["--nce_k", "8", "--device", "cpu"])
         teacher, student, d = train_student.build_distillation(opt, micro_data, torch.device("cpu"))
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
         assert opt.gamma == 1.0 or opt.distill == "kd"  # -r defaults to 1 as in RepDistiller
@@ -104,8 +160,6 @@ def test_fetch_offline_without_archive_says_what_to_do(tmp_path, capsys):
 
 
 def test_scripts_run_under_sh_as_the_seed_readmes_call_them():
-    import subprocess
-    import sys
     proc = subprocess.run(["sh", "scripts/run_cifar_vanilla.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PY": sys.executable}, timeout=300)
     assert proc.returncode == 0, proc.stderr
