@@ -482,9 +482,6 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     """Optimizer, resume from ``resume_path`` (None: from scratch), logger, init stage and (under torchrun)
     the DDP wrapper of one run."""
     env = current_env()
-    os.makedirs(run.run_dir, exist_ok=True)
-    if env.is_main:
-        remove_stale_temporaries(run.run_dir)
     if getattr(opt, "sync_bn", False) and env.enabled:
         run.student = convert_sync_batchnorm(run.student, device)
     run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
@@ -507,6 +504,10 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         run.best_acc = float(state.get("best_acc", 0.0))
         run.rng.restore(state.get("rng"))
         run.teacher_state = state.get("teacher")
+    # only now that a --resume checkpoint has been accepted: a refused run leaves no folder behind
+    os.makedirs(run.run_dir, exist_ok=True)
+    if env.is_main:
+        remove_stale_temporaries(run.run_dir)
     if run.logger is None:
         run.own_logger = True
         run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
@@ -671,7 +672,7 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
     resume = getattr(opt, "resume", None)
     paths = resume_paths(all_runs, resume, quiet)
     for run, path in zip(all_runs, paths):
-        done = None if path is None else finished_result(path, opt.epochs)
+        done = None if path is None else finished_result(path, opt.epochs, run.student)
         if done is not None:
             run.finished, run.result, run.best_acc = True, done, done["best_acc"]
             say(f"{run.label}already finished (epoch {done['epoch']} of {opt.epochs}): nothing to do "

@@ -41,9 +41,10 @@ def say(text: str, quiet: bool) -> None:
         print(text, flush=True)
 
 
-def finished_result(path: str, epochs: int) -> Optional[Dict[str, float]]:
-    """The result of a run whose checkpoint ``path`` already reached ``epochs``; None when epochs remain (or the
-    file does not load, which prepare_run then reports)."""
+def finished_result(path: str, epochs: int, model: Optional[torch.nn.Module] = None) -> Optional[Dict[str, float]]:
+    """The result of a run whose checkpoint ``path`` already reached ``epochs``; None when epochs remain, when
+    the file does not load, or when its weights do not fit ``model`` (prepare_run then says what is wrong: an
+    explicit --resume of another architecture must not pass for a finished run)."""
     try:
         # mmap: only the pickled scalars are read here, the tensors stay on disk
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -51,8 +52,17 @@ def finished_result(path: str, epochs: int) -> Optional[Dict[str, float]]:
         return None
     if not isinstance(state, dict) or "optimizer" not in state or int(state["epoch"]) < epochs:
         return None
+    if model is not None and not fits(state.get("model"), model):
+        return None
     return {"epoch": int(state["epoch"]), "last_acc": float(state["accuracy"]),
             "best_acc": float(state["best_acc"]), ALREADY_FINISHED: True}
+
+
+def fits(weights, model: torch.nn.Module) -> bool:
+    """Whether ``weights`` has exactly ``model``'s state-dict names and shapes."""
+    own = model.state_dict()
+    return (isinstance(weights, dict) and set(weights) == set(own)
+            and all(getattr(weights[k], "shape", None) == own[k].shape for k in own))
 
 
 def holds_run(run_dir: str) -> bool:

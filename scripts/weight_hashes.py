@@ -6,7 +6,7 @@
 Every run trains 2 epochs on the bundled digits set (offline) in a temporary folder, one torch thread per process
 (so the sums are reduced in the same order on any machine): a resnet14 teacher, then resnet8 students with kd, crd,
 attention, abound, factor, vid, ickd, dkd, a represnet20 student with kdrefine and its fused convert.py output,
-kd with milestone checking (``--mc 1``, myresnet8), byot (multi_resnet18_kd), a checkpointkd snapshot ensemble of
+kd with milestone checking (``--mc 1 -b 1``, myresnet8), byot (multi_resnet18_kd), a checkpointkd snapshot ensemble of
 the teacher's two epochs, kd with ``--trials 2``, ``--distill kd,crd`` side by side, and crd under torchrun with
 2 gloo processes. ``--only kd,crd`` runs some (the teacher always runs first); ``--keep DIR`` keeps the outputs.
 Each line is ``name file sha256``; a run that fails prints ``name FAILED`` and makes the exit status 1.
@@ -76,7 +76,9 @@ def runs() -> List[Tuple[str, List[str], str]]:
         ("kdrefine_fused", [sys.executable, "convert.py", "--arch", "represnet20", "--blocktype", "AMBB",
                             "--num_classes", "10", "--load", kdrefine, "--save", "represnet20_deploy.pth"],
          "represnet20_deploy.pth"),
-        ("mc", train("train_student.py", "--path_t", TEACHER, "--model_s", "myresnet8", "--distill", "kd", "--mc", "1"),
+        # -b 1: milestone checking is added to the method term, which -b scales (kd's default -b 0 would drop it)
+        ("mc", train("train_student.py", "--path_t", TEACHER, "--model_s", "myresnet8", "--distill", "kd", "--mc", "1",
+                     "-r", "0.1", "-a", "0.9", "-b", "1"),
          "save/student_model/S_myresnet8_*_mc_*/myresnet8_last.pth"),
         ("byot", train("train_student.py", "--distill", "byot", "--model_s", "multi_resnet18_kd", "--learning_rate",
                        "0.05"), "save/student_model/S_multi_resnet18_kd_*/multi_resnet18_kd_last.pth"),

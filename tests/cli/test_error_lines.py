@@ -121,6 +121,10 @@ def test_run_start_clears_stale_temporaries_and_resume_checks_architecture(tmp_p
     assert line == (f"error: --resume checkpoint '{last}' does not fit architecture 'resnet14' "
                     f"({len(set(own) - set(have))} missing keys, first {first}); resume a checkpoint of this run's "
                     "own folder (--resume auto) or match its --model_s/--model")
+    # a checkpoint that already reached --epochs is no finished run of another architecture either
+    argv = common_args(tiny_cifar, tmp_path / "other", epochs=1) + ["--model", "resnet14", "--resume", last]
+    assert exit_message(lambda: train_teacher.main(argv)) == line
+    assert not (tmp_path / "other").exists()  # the refused runs left no folder behind
 
 
 def interrupt_mid_run(tmp_path, tiny_cifar, signum):

@@ -75,6 +75,16 @@ def test_finished_result_reads_the_epoch_of_a_resumable_checkpoint(tmp_path):
     assert finished_result(path, 3) is None
 
 
+def test_a_finished_checkpoint_of_another_architecture_is_not_a_finished_run(tmp_path):
+    """--resume PATH of a resnet8 run into a resnet14 run: prepare_run must get to say it does not fit."""
+    path = str(tmp_path / "resnet8_last.pth")
+    weights = build_model("resnet8", num_classes=10).state_dict()
+    save_checkpoint({"epoch": 3, "model": weights, "optimizer": {}, "accuracy": 12.5, "best_acc": 20.0}, path)
+    assert finished_result(path, 3, build_model("resnet8", num_classes=10))[ALREADY_FINISHED]
+    assert finished_result(path, 3, build_model("resnet14", num_classes=10)) is None
+    assert finished_result(path, 3, build_model("resnet8", num_classes=100)) is None  # the classifier's shape
+
+
 def test_resume_auto_without_a_checkpoint_starts_afresh_and_says_so(tmp_path, capsys):
     runs = [teacher_run(tmp_path / "never_started"), teacher_run(tmp_path / "empty")]
     (tmp_path / "empty").mkdir()
