@@ -14,8 +14,9 @@ from crd.criterion import CRDLoss
 from distiller_zoo import (ABLoss, Attention, Correlation, DistillKL, DKDLoss, FactorTransfer, FSP, HintLoss, KDSVD,
                            NSTLoss, PKT, RKDLoss, Similarity, VIDLoss, ickd_loss, kd_kl, milestone_loss,
                            normalize_logits)
-from distiller_zoo.base import Batch, DistillContext, Outputs, build_distiller, float32_outputs
+from distiller_zoo.base import Batch, Outputs, float32_outputs
 from helper.loops import StudentStep
+from tests.methods import built_method
 
 B = 8
 
@@ -111,16 +112,8 @@ def test_float32_outputs_pass_float32_tensors_through_as_the_same_objects():
 
 def test_ickd_under_cpu_autocast_computes_its_gram_matrices_in_float32():
     # CPU (as CUDA) autocast runs bmm in bf16, so ICKD's Gram matrices came out bf16 despite .float()
-    torch.manual_seed(0)
-    from models import build_model
-    student = build_model("resnet8", num_classes=10)
-    teacher = build_model("resnet8", num_classes=10).eval()
+    student, teacher, ickd = built_method("ickd")
     x = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        feat_s, _ = student(x[:2], is_feat=True)
-        feat_t, _ = teacher(x[:2], is_feat=True)
-    ctx = DistillContext(SimpleNamespace(kd_T=4), student, teacher, list(feat_s), list(feat_t), num_classes=10)
-    ickd = build_distiller("ickd", ctx)
     seen = {}
     method_loss = ickd.loss
 

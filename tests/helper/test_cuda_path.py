@@ -15,7 +15,7 @@ from dataset.core import TensorImageSet
 from distiller_zoo import DistillContext, build_distiller
 from helper.distributed import DistEnv
 from helper.options import parse_teacher_options
-from models import build_model
+from tests.methods import built_method
 
 CPU = torch.device("cpu")
 
@@ -181,15 +181,7 @@ def test_deterministic_cudnn_only_when_every_configuration_wants_it(methods, exp
 
 
 def test_ickds_tapped_wrn_teacher_map_can_be_saved_for_backward():
-    torch.manual_seed(0)
-    student = build_model("resnet8", num_classes=10)
-    teacher = build_model("wrn_16_2", num_classes=10).eval()
-    probe = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        feat_s = list(student(probe, is_feat=True)[0])
-        feat_t = list(teacher(probe, is_feat=True)[0])
-    ickd = build_distiller("ickd", DistillContext(SimpleNamespace(kd_T=4), student, teacher, feat_s, feat_t,
-                                                  num_classes=10))
+    student, teacher, ickd = built_method("ickd", teacher="wrn_16_2")
     x = torch.randn(4, 3, 32, 32)
     out_t = loops.teacher_outputs(teacher, x, True)
     out_s = loops.forward(student, x, True)
