@@ -47,6 +47,7 @@ from helper.options import (_finish, check_student_options, parse_student_option
 from helper.recipe import apply_recipe, explicit_dests, set_normalization
 from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
                         setup_run, write_summary)
+from helper.run_folder import ALREADY_FINISHED
 from helper.trials import RNGStream, trial_options
 from helper.util import set_seed
 from models import accepts, build_model, model_dict
@@ -306,7 +307,7 @@ def main(argv=None, data=None):
                                                                    + ", ".join(r.run_dir for r in runs)))
     results = fit_runs(runs, opt, data, device, teacher=teacher)
     for run, result in zip(runs, results):
-        if run.finished:  # fit_runs said so; its summary.json stays as that run wrote it
+        if ALREADY_FINISHED in result:  # fit_runs said so; its summary.json stays as that run wrote it
             result["run_dir"] = run.run_dir
             continue
         own = {**summary, **run_summary(run.run_dir)}

@@ -17,11 +17,11 @@ import os
 from dataset import build_dataset
 from distiller_zoo import DistillContext, build_distiller
 from helper.loops import fit
-from helper.run_folder import ALREADY_FINISHED
 from helper.options import parse_teacher_options
 from helper.recipe import set_normalization
 from helper.run import (announce, describe_processes, finish_processes, is_main_process, place_model, run_cli,
                         setup_run, write_summary)
+from helper.run_folder import ALREADY_FINISHED
 from models import build_model
 from models.ambb import normalize_block_type
 from train_student import check_block_depth_applies, parse_block_depth_arg

@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -169,6 +169,16 @@ def restore_rng_state(state: Optional[Dict[str, Any]]) -> None:
 
 
 _EPOCH_RE = re.compile(r"ckpt_epoch_(\d+)\.pth$")
+
+
+def snapshot_paths(run_dir: str) -> List[Tuple[int, str]]:
+    """``(epoch, path)`` of the periodic ``ckpt_epoch_N.pth`` files of a run folder, by epoch."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "ckpt_epoch_*.pth")):
+        m = _EPOCH_RE.search(os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found)
 
 
 def latest_checkpoint(run_dir: str, model_name: str) -> Optional[str]:

@@ -26,9 +26,7 @@ run continues with the running statistics the teacher had reached, as an uninter
 """
 from __future__ import annotations
 
-import glob
 import os
-import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -36,7 +34,7 @@ import torch.nn as nn
 
 from models import build_model
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, load_weights, snapshot_paths
 from .teacher import check_teacher_file
 
 BN_MODES = ("eval", "train", "train_always")
@@ -101,19 +99,6 @@ class EnsembleTeacher(nn.Module):
     def extra_repr(self) -> str:
         w = ", ".join(f"{v:.4g}" for v in self.weights.tolist())
         return f"weights=[{w}], feat_index={self.feat_index}, bn_mode={self.bn_mode}"
-
-
-_EPOCH_FILE = re.compile(r"ckpt_epoch_(\d+)\.pth$")
-
-
-def snapshot_paths(run_dir: str) -> List[Tuple[int, str]]:
-    """``(epoch, path)`` of the ``ckpt_epoch_N.pth`` files of a run folder, by epoch."""
-    found = []
-    for path in glob.glob(os.path.join(run_dir, "ckpt_epoch_*.pth")):
-        m = _EPOCH_FILE.search(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
 
 
 def split_list(text) -> List[str]:

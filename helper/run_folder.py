@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from typing import Dict, List, Optional
 
 import torch
 
+from .checkpoint import snapshot_paths
 from .distributed import current_env
 from .logging import METRICS_FILE
+from .run import announce
 
 
 # key of a run's result: its checkpoint had reached --epochs before this invocation, which wrote nothing
@@ -25,20 +26,16 @@ class RunFolderInUse(ValueError):
     """A run starting afresh in a folder that already holds a run (refused unless --overwrite)."""
 
 
-PERIODIC_RE = re.compile(r"ckpt_epoch_(\d+)\.pth$")
-
-
 def remove_periodic_checkpoints(run_dir: str, up_to_epoch: int) -> None:
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "ckpt_epoch_*.pth")):
-        match = PERIODIC_RE.search(os.path.basename(path))
-        if match and int(match.group(1)) <= up_to_epoch:
+    for epoch, path in snapshot_paths(run_dir):
+        if epoch <= up_to_epoch:
             os.remove(path)
 
 
 def say(text: str, quiet: bool) -> None:
-    """A console line of the run set-up, from process 0 only."""
-    if not quiet and current_env().is_main:
-        print(text, flush=True)
+    """A console line of the run set-up (process 0 only), unless the caller runs quietly."""
+    if not quiet:
+        announce(text)
 
 
 def finished_result(path: str, epochs: int, model: Optional[torch.nn.Module] = None) -> Optional[Dict[str, float]]:

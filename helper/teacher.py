@@ -5,14 +5,13 @@ import os
 
 from models import build_model, model_dict
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, load_weights, snapshot_paths
 
 
 def check_teacher_file(path: str) -> None:
     """A ``--path_t`` that names a run folder gets the checkpoint files in it (or --teacher_epochs) suggested."""
     if not os.path.isdir(path):
         return
-    from .ensemble import snapshot_paths
 
     names = sorted(n for n in os.listdir(path) if n.endswith(".pth") and not n.startswith("."))
     snapshots = snapshot_paths(path)

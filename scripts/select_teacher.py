@@ -48,8 +48,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import build_dataset  # noqa: E402
-from helper.checkpoint import load_checkpoint, load_weights  # noqa: E402
-from helper.ensemble import snapshot_paths, teacher_arch  # noqa: E402
+from helper.checkpoint import load_checkpoint, load_weights, snapshot_paths  # noqa: E402
+from helper.ensemble import teacher_arch  # noqa: E402
 from helper.options import add_debug_flag  # noqa: E402
 from helper.recipe import NORMALIZATIONS, set_normalization  # noqa: E402
 from helper.util import select_device  # noqa: E402

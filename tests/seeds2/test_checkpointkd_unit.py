@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from distiller_zoo.base import Batch, DistillContext, Outputs
 from distiller_zoo.CheckpointKD import CheckpointKD
 from distiller_zoo.KD import KD
-from helper.checkpoint import save_checkpoint
-from helper.ensemble import (EnsembleTeacher, reference_train_bn_epochs, resolve_teacher_paths, snapshot_paths,
-                             teacher_tag)
+from helper.checkpoint import save_checkpoint, snapshot_paths
+from helper.ensemble import EnsembleTeacher, reference_train_bn_epochs, resolve_teacher_paths, teacher_tag
 from helper.util import lr_at, parse_epochs
 from models import build_model
 from models.mobilenetv2_widths import MOBILENETV2_WIDTH_MODELS
