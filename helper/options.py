@@ -6,10 +6,8 @@ import math
 import os
 import re
 
-import torch
-
 from .recipe import NORMALIZATIONS
-from .util import default_learning_rate
+from .util import default_learning_rate, unknown_device
 
 
 def str2bool(text) -> bool:
@@ -95,19 +93,10 @@ def add_debug_flag(p) -> None:
                    help="on an error, print the full traceback instead of one line (also: KD_DEBUG=1)")
 
 
-def device_names() -> list:
-    """The --device values this torch build can mean (cuda:N stands for any GPU index)."""
-    names = ["auto", "cpu", "cuda", "cuda:N"]
-    if hasattr(torch.backends, "mps"):
-        names.append("mps")
-    return names
-
-
 def check_device_name(name: str) -> None:
-    known = device_names()
-    if name in known and name != "cuda:N" or re.fullmatch(r"cuda:\d+", name):
-        return
-    raise SystemExit(f"error: --device '{name}' is not a device; use one of {', '.join(known)}")
+    problem = unknown_device(name)
+    if problem:
+        raise SystemExit(f"error: {problem}")
 
 
 def check_decay_epochs(text: str) -> None:

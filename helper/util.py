@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+import re
+from typing import Optional, Sequence
 
 import torch
 
@@ -59,14 +60,30 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def device_names() -> list:
+    """The --device values this torch build can mean (cuda:N stands for any GPU index)."""
+    names = ["auto", "cpu", "cuda", "cuda:N"]
+    if hasattr(torch.backends, "mps"):
+        names.append("mps")
+    return names
+
+
+def unknown_device(name: str) -> Optional[str]:
+    """Why ``name`` is no --device value, or None when it is one (whether this machine has it is checked later)."""
+    known = device_names()
+    if (name in known and name != "cuda:N") or re.fullmatch(r"cuda:\d+", name):
+        return None
+    return f"--device '{name}' is not a device; use one of {', '.join(known)}"
+
+
 def select_device(name: str = "auto") -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
+    problem = unknown_device(name)
+    if problem:
         # validation.py, search.py and select_teacher.py reach here without the training scripts' parse check
-        raise ValueError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(problem)
+    dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return dev

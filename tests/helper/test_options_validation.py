@@ -16,7 +16,8 @@ import train_teacher
 from distiller_zoo import DistillContext, build_distiller
 from helper.logging import RunLogger, read_metrics
 from helper.loops import warn_unused_milestones
-from helper.options import device_names, parse_teacher_options
+from helper.options import parse_teacher_options
+from helper.util import device_names
 from models import build_model
 
 DECAY_HINT = "must be comma-separated non-negative epochs, e.g. 150,180,210"
