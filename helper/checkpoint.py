@@ -105,15 +105,21 @@ def _short_key(key: str) -> str:
     return key if len(key) <= _KEY_CHARS else key[:_KEY_CHARS - 3] + "..."
 
 
+def state_dict_mismatch(own: Dict[str, torch.Tensor], sd: Dict[str, Any]) -> Tuple[List[str], List[str], List[str]]:
+    """The keys of ``own`` missing from ``sd``, those of ``sd`` that ``own`` lacks, and those of different shape."""
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mis_shaped = [k for k in own if k in sd and getattr(sd[k], "shape", None) != own[k].shape]
+    return missing, unexpected, mis_shaped
+
+
 def load_weights(model: nn.Module, obj: Any, arch: str, source: str = "checkpoint",
                  hint: str = ARCH_HINT) -> nn.Module:
     """Strict load; a mismatch is one short line: the architecture, the counts and the first key of each kind."""
     sd = extract_state_dict(obj)
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape = [f"{_short_key(k)} {tuple(sd[k].shape)} in the file vs {tuple(own[k].shape)}" for k in own
-             if k in sd and sd[k].shape != own[k].shape]
+    missing, unexpected, mis_shaped = state_dict_mismatch(own, sd)
+    shape = [f"{_short_key(k)} {tuple(sd[k].shape)} in the file vs {tuple(own[k].shape)}" for k in mis_shaped]
     if missing or unexpected or shape:
         parts = []
         if missing:
@@ -181,6 +187,15 @@ def snapshot_paths(run_dir: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
+def peek_checkpoint(path: str) -> Any:
+    """A checkpoint's contents with its tensors left on disk (memory-mapped): enough to read its epoch and key
+    names without reading megabytes of weights and CRD banks. None when the file does not load this way."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - the caller loads it properly, and then says what is wrong with it
+        return None
+
+
 def latest_checkpoint(run_dir: str, model_name: str) -> Optional[str]:
     """The resumable checkpoint of ``run_dir`` with the highest epoch (``<model>_last.pth`` or periodic)."""
     best_path, best_epoch = None, -1
@@ -189,10 +204,7 @@ def latest_checkpoint(run_dir: str, model_name: str) -> Optional[str]:
     if os.path.isfile(last):
         candidates.append(last)
     for path in candidates:
-        try:
-            state = load_checkpoint(path)
-        except ValueError:
-            continue
+        state = peek_checkpoint(path)
         if isinstance(state, dict) and "optimizer" in state and int(state.get("epoch", -1)) > best_epoch:
             best_path, best_epoch = path, int(state["epoch"])
     return best_path

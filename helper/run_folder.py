@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .checkpoint import snapshot_paths
+from .checkpoint import peek_checkpoint, snapshot_paths, state_dict_mismatch
 from .distributed import current_env
 from .logging import METRICS_FILE
 from .run import announce
@@ -42,11 +42,7 @@ def finished_result(path: str, epochs: int, model: Optional[torch.nn.Module] = N
     """The result of a run whose checkpoint ``path`` already reached ``epochs``; None when epochs remain, when
     the file does not load, or when its weights do not fit ``model`` (prepare_run then says what is wrong: an
     explicit --resume of another architecture must not pass for a finished run)."""
-    try:
-        # mmap: only the pickled scalars are read here, the tensors stay on disk
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - prepare_run loads it again and says what is wrong
-        return None
+    state = peek_checkpoint(path)
     if not isinstance(state, dict) or "optimizer" not in state or int(state["epoch"]) < epochs:
         return None
     if model is not None and not fits(state.get("model"), model):
@@ -57,9 +53,7 @@ def finished_result(path: str, epochs: int, model: Optional[torch.nn.Module] = N
 
 def fits(weights, model: torch.nn.Module) -> bool:
     """Whether ``weights`` has exactly ``model``'s state-dict names and shapes."""
-    own = model.state_dict()
-    return (isinstance(weights, dict) and set(weights) == set(own)
-            and all(getattr(weights[k], "shape", None) == own[k].shape for k in own))
+    return isinstance(weights, dict) and not any(state_dict_mismatch(model.state_dict(), weights))
 
 
 def holds_run(run_dir: str) -> bool:
