@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -63,37 +63,42 @@ class CheckpointWriter:
         self.error: Optional[BaseException] = None
         self.written = 0  # files this writer completed
 
-    def save(self, state: Dict[str, Any], path: str, then: Optional[Callable[[], None]] = None) -> None:
-        """Queue ``state`` for ``path``; ``then`` runs on the writer thread once the file is in place."""
+    def save(self, state: Dict[str, Any], paths: Union[str, Sequence[str]],
+             then: Optional[Callable[[], None]] = None) -> None:
+        """Queue ``state`` for ``paths`` (one host copy, written to each in order); ``then`` runs on the writer
+        thread once the last file is in place."""
+        paths = [paths] if isinstance(paths, str) else list(paths)
         self.raise_error()
-        earlier = self.pending.get(path)
-        if earlier is not None:
-            earlier.wait()
-            self.raise_error()
+        for path in paths:
+            earlier = self.pending.get(path)
+            if earlier is not None:
+                earlier.wait()
+                self.raise_error()
         host = host_copy(state)
         if holds_cuda_tensor(state):
             torch.cuda.synchronize()  # the non-blocking copies into pinned memory are complete
         done = threading.Event()
         self.pending = {p: e for p, e in self.pending.items() if not e.is_set()}
-        self.pending[path] = done
+        self.pending.update((path, done) for path in paths)
         if self.thread is None:
             # not a daemon: should the interpreter exit before close(), it still finishes the file being written
             self.thread = threading.Thread(target=self.work, name="checkpoint-writer", daemon=False)
             self.thread.start()
-        self.jobs.put((host, path, then, done))
+        self.jobs.put((host, paths, then, done))
 
     def work(self) -> None:
         while True:
             job = self.jobs.get()
             if job is None:
                 return
-            state, path, then, done = job
+            state, paths, then, done = job
             try:
-                if self.error is None:
-                    save_checkpoint(state, path)
-                    self.written += 1
-                    if then is not None:
-                        then()
+                for path in paths:
+                    if self.error is None:
+                        save_checkpoint(state, path)
+                        self.written += 1
+                if self.error is None and then is not None:
+                    then()
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread
                 self.error = exc
             finally:

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import Batch, Distiller, Outputs
 
-from .checkpoint import (latest_checkpoint, load_checkpoint, load_weights, options_dict, remove_stale_temporaries,
-                         save_checkpoint)
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, options_dict, remove_stale_temporaries
 from .distributed import (all_reduce_sum, average_gradients, barrier, broadcast_buffers, convert_sync_batchnorm,
                           current_env, scaled_learning_rate, wrap_ddp)
 from .checkpoint_writer import CheckpointWriter
@@ -529,12 +528,9 @@ def stateful_teacher(teacher: Optional[nn.Module]) -> bool:
 
 
 def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,
-                 device: torch.device, teacher: Optional[nn.Module] = None,
-                 writer: Optional[CheckpointWriter] = None) -> None:
-    """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves).
-
-    With a ``writer`` the files are written on its background thread (``fit_runs`` passes one), else here.
-    """
+                 device: torch.device, teacher: Optional[nn.Module], writer: CheckpointWriter) -> None:
+    """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves);
+    the files are written on the ``writer``'s background thread."""
     env = current_env()
     if env.enabled:
         # BatchNorm running statistics differ between processes without --sync_bn; validate with process 0's.
@@ -567,23 +563,16 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
             "opt": options_dict(opt), "rng": run.rng.snapshot()}
     if stateful_teacher(teacher):
         full["teacher"] = teacher.state_dict()
-    def save(state, path, then=None):
-        if writer is None:
-            save_checkpoint(state, path)
-            if then is not None:
-                then()
-        else:
-            writer.save(state, path, then)
-
     if improved:
-        save({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
-              "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
+        writer.save({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
+                     "opt": options_dict(opt)}, os.path.join(run.run_dir, f"{name}_best.pth"))
     keep_periodic = opt.keep_checkpoints == "all"
+    paths = [os.path.join(run.run_dir, f"{name}_last.pth")]
     if keep_periodic and opt.save_freq > 0 and epoch % opt.save_freq == 0:
-        save(full, os.path.join(run.run_dir, f"ckpt_epoch_{epoch}.pth"))
-    # --keep_checkpoints last: once the _last.pth resumes from here, the older periodic files go
-    save(full, os.path.join(run.run_dir, f"{name}_last.pth"),
-         None if keep_periodic else lambda: remove_periodic_checkpoints(run.run_dir, epoch))
+        paths.insert(0, os.path.join(run.run_dir, f"ckpt_epoch_{epoch}.pth"))
+    # one host copy for the periodic and the last file; with --keep_checkpoints last, once the _last.pth
+    # resumes from here, the older periodic files go
+    writer.save(full, paths, None if keep_periodic else lambda: remove_periodic_checkpoints(run.run_dir, epoch))
 
 
 def check_finite_weights(run: StudentRun, epoch: int, lr: float) -> None:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import helper.checkpoint_writer as writer_module
-import helper.loops as loops
 import train_teacher
 from helper.checkpoint import load_checkpoint
 from helper.checkpoint_writer import CheckpointWriter, host_copy
@@ -61,11 +60,16 @@ def test_fit_writes_every_checkpoint_on_the_writer_and_resume_from_it_is_exact(t
         calls.append(os.path.basename(path))
         return real_save(state, path)
 
-    def no_inline_save(state, path):
-        raise AssertionError(f"{path} was written by the training thread")
+    copies = []
+    real_copy = writer_module.host_copy
+
+    def counted_copy(obj):
+        if isinstance(obj, dict) and "epoch" in obj:  # a whole checkpoint, not one of its parts (recursion)
+            copies.append(obj["epoch"])
+        return real_copy(obj)
 
     monkeypatch.setattr(writer_module, "save_checkpoint", recorded_save)
-    monkeypatch.setattr(loops, "save_checkpoint", no_inline_save)
+    monkeypatch.setattr(writer_module, "host_copy", counted_copy)
     closed = []
     real_close = CheckpointWriter.close
 
@@ -83,6 +87,8 @@ def test_fit_writes_every_checkpoint_on_the_writer_and_resume_from_it_is_exact(t
     assert [c for c in calls if c.startswith("ckpt_epoch")] == ["ckpt_epoch_1.pth", "ckpt_epoch_2.pth",
                                                                 "ckpt_epoch_3.pth"]
     assert closed == [len(calls)]  # joined at the end of fit, every queued file written
+    # one host copy per epoch serves both ckpt_epoch_N and _last (and one per _best)
+    assert len(copies) == 3 + calls.count("resnet8_best.pth")
     run_dir = whole / RUN
     assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp_")]
     for name in os.listdir(run_dir):
