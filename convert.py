@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
-from helper.file_diagnosis import describe_start
+from helper.file_diagnosis import describe_not
 from models import accepts, build_model, model_dict
 from models.ambb import convert_to_deploy, normalize_block_type
 
@@ -53,11 +53,7 @@ def read_hdf5(path: str) -> Dict[str, torch.Tensor]:
             f.visititems(visit)
     except OSError:
         # h5py's message ("file signature not found") names neither the file nor what it is instead
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"'{path}' is empty (0 bytes; an interrupted copy or download?)") from None
-        with open(path, "rb") as f:
-            head = f.read(64)
-        raise ValueError(f"'{path}' is not a readable HDF5 file ({describe_start(head)})") from None
+        raise ValueError(describe_not(path, "a readable HDF5 file")) from None
     if not out:
         raise ValueError(f"'{path}' holds no data sets")
     return out

@@ -141,15 +141,22 @@ def describe_start(head: bytes) -> str:
     return f"starts with {shown}{guess}"
 
 
-def describe_unloadable(path: str, exc: BaseException) -> str:
-    """Why ``torch.load(path, weights_only=True)`` raised ``exc``, in one line naming ``path``."""
-    size = os.path.getsize(path)
-    if size == 0:
+def describe_not(path: str, what: str) -> str:
+    """``path`` is not ``what`` (a PyTorch checkpoint, a readable HDF5 file): empty, or what its start says."""
+    if os.path.getsize(path) == 0:
         return f"'{path}' is empty (0 bytes; an interrupted copy or download?)"
     with open(path, "rb") as f:
         head = f.read(64)
-    if not head.startswith(ZIP_MAGIC) and head[0] != PICKLE_PROTO:
-        return f"'{path}' is not a PyTorch checkpoint ({describe_start(head)})"
+    return f"'{path}' is not {what} ({describe_start(head)})"
+
+
+def describe_unloadable(path: str, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` raised ``exc``, in one line naming ``path``."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if size == 0 or (not head.startswith(ZIP_MAGIC) and head[0] != PICKLE_PROTO):
+        return describe_not(path, "a PyTorch checkpoint")
     truncated = f"'{path}' is truncated ({size:,} bytes; an interrupted download or copy?)"
     if head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path):
         return truncated  # the zip directory is at the end of the file
