@@ -12,7 +12,7 @@ import tarfile
 import numpy as np
 import torch
 
-from .core import register_dataset
+from .registry import register_dataset
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)

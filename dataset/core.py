@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from distiller_zoo.base import Batch
 from helper.distributed import shard_bounds
+from helper.types import Batch
+
+from .registry import DATASETS
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -125,20 +127,7 @@ class DataBundle:
     num_classes: int
 
 
-# name -> loader(data_root) returning (train_x, train_y, test_x, test_y, num_classes, mean, std, flip)
-DATASETS: Dict[str, Callable] = {}
-
-
-def register_dataset(name: str):
-    def wrap(fn):
-        DATASETS[name] = fn
-        return fn
-    return wrap
-
-
 def build_dataset(name: str, data_root: str = "./data", device: Optional[torch.device] = None) -> DataBundle:
-    # import for registration side effects
-    from . import cifar, digits  # noqa: F401
     if name not in DATASETS:
         raise ValueError(f"unknown --dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name](data_root)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import register_dataset
+from .registry import register_dataset
 
 # Fixed split: 20% of each class held out with a fixed seed, so numbers are comparable across runs.
 TEST_FRACTION = 0.2

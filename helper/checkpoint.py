@@ -1,6 +1,7 @@
 """RepDistiller-format checkpoints, written atomically and read without executing code."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
@@ -133,10 +134,13 @@ def load_weights(model: nn.Module, obj: Any, arch: str, source: str = "checkpoin
     return model
 
 
-def options_dict(opt) -> Dict[str, Any]:
-    """The parsed options as plain values, so checkpoints stay loadable with weights_only=True."""
+def options_dict(opt, **facts) -> Dict[str, Any]:
+    """The options (a dataclass or a namespace) and ``facts`` of the run (the teacher's name, the number of
+    processes) as plain values, so checkpoints stay loadable with weights_only=True."""
+    values = {f.name: getattr(opt, f.name) for f in dataclasses.fields(opt)} if dataclasses.is_dataclass(opt) \
+        else dict(vars(opt))
     out = {}
-    for k, v in vars(opt).items():
+    for k, v in {**values, **facts}.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
             out[k] = v
         elif isinstance(v, (list, tuple)) and all(isinstance(e, (str, int, float, bool)) for e in v):

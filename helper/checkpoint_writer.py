@@ -51,7 +51,7 @@ class CheckpointWriter:
 
     ``save`` returns once the state is in host memory. A second save of a path still being written waits for
     the first (at most one pending copy per file). ``close`` waits for every write;
-    :func:`helper.loops.fit_runs` calls it at the end and on any exception or interrupt, so the files a run
+    :func:`engine.fit.fit_runs` calls it at the end and on any exception or interrupt, so the files a run
     leaves are complete. After an error the remaining queued writes are skipped (the files on disk stay the
     previous, complete ones) and the next ``save`` or ``raise_error`` raises it.
     """

@@ -1,6 +1,6 @@
 """Evaluation of multi-exit networks (models with ``exit_logits(x)``, e.g. BYOT's multi_resnet*_kd).
 
-``evaluate_exits`` returns what ``helper.loops.validate`` returns for the deepest exit (``acc``,
+``evaluate_exits`` returns what ``engine.evaluate.validate`` returns for the deepest exit (``acc``,
 ``acc_top5``, ``loss``) plus the top-1 of every exit (``acc_c1`` .. ``acc_cK``, deepest last, i.e. BYOT's
 "classifier k/K") and of their ensemble (``acc_ensemble``: the mean of the exits' softmax probabilities).
 The reference evaluates no ensemble; averaging probabilities is this toolkit's choice.
@@ -24,14 +24,14 @@ def is_multi_exit(model: nn.Module) -> bool:
 def evaluate_exits(model: nn.Module, split, opt, device: torch.device, autocast=None,
                    prepare=None, copy_outputs: bool = False) -> Dict[str, float]:
     """``copy_outputs``: copy each batch's exits before using them (CUDA graphs reuse their output memory,
-    see ``helper.loops.validate``)."""
+    see ``engine.evaluate.validate``)."""
     model.eval()
     n_exits = None
     correct: Optional[torch.Tensor] = None
     ens = torch.zeros((), device=device)
     top5 = torch.zeros((), device=device)
     loss = torch.zeros((), device=device)
-    for batch in split.eval_batches(getattr(opt, "test_batch_size", 256)):
+    for batch in split.eval_batches(opt.test_batch_size):
         x = prepare(batch.x, device) if prepare is not None else batch.x
         if autocast is not None:
             with autocast:

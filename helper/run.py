@@ -23,14 +23,13 @@ def setup_run(opt):
     """Join the process group when started by torchrun, seed every RNG and pick the device; returns the device."""
     check_save_dir(opt.save_dir)
     env, device = init_distributed(opt.device)
-    opt.world_size = env.world_size
     set_seed(opt.seed)
     if device.type == "cuda":
         if device.index is not None:
             # --device cuda:N: make it the current device, whose RNG state the checkpoints hold
             torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-        # TF32 tensor cores for float32 matmuls and convolutions (--tf32, README "Speed and scale")
+        # TF32 tensor cores for float32 matmuls and convolutions (--tf32, docs/speed_and_scale.md)
         torch.backends.cuda.matmul.allow_tf32 = opt.tf32
         torch.backends.cudnn.allow_tf32 = opt.tf32
     return device
@@ -56,7 +55,7 @@ def check_save_dir(save_dir: str) -> None:
 def place_model(model: torch.nn.Module, device: torch.device, opt=None) -> torch.nn.Module:
     """Move ``model`` to the device, channels-last when --channels_last says so (default: on CUDA)."""
     model = model.to(device)
-    flag = None if opt is None else getattr(opt, "channels_last", None)
+    flag = None if opt is None else opt.channels_last
     if (device.type == "cuda") if flag is None else flag:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -83,13 +82,14 @@ def finish_processes() -> None:
     destroy()
 
 
-def write_summary(run_dir: str, opt, **values) -> str:
-    """summary.json in strict JSON (a NaN is written as null, as in metrics.jsonl), replaced atomically."""
+def write_summary(run_dir: str, opt, facts: Optional[dict] = None, **values) -> str:
+    """summary.json in strict JSON (a NaN is written as null, as in metrics.jsonl), replaced atomically;
+    ``facts`` are saved with the options (see ``checkpoint.options_dict``)."""
     path = os.path.join(run_dir, "summary.json")
     os.makedirs(run_dir, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(finite_or_null({"options": options_dict(opt), **values}), f, indent=2, allow_nan=False)
+        json.dump(finite_or_null({"options": options_dict(opt, **(facts or {})), **values}), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
     return path
 

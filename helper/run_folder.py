@@ -1,7 +1,7 @@
 """What a run folder holds and what a run may do to it: refuse to overwrite an earlier run, skip a finished one,
 say what will be written and how large it gets, and thin out periodic checkpoints (``--keep_checkpoints last``).
 
-The ``run`` arguments are :class:`helper.loops.StudentRun` objects (their ``run_dir``, ``model_name``, ``label``,
+The ``run`` arguments are :class:`engine.step.StudentRun` objects (their ``run_dir``, ``model_name``, ``label``,
 ``opt``, ``student`` and ``distiller``).
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import classify, run_stages
+from .features import FeatureMaps, ZooModel, classify, run_stages
+from .registry import register_model
 
 __all__ = ["ShuffleNet", "Bottleneck", "ShuffleBlock", "ShuffleV1"]
 
@@ -65,7 +66,7 @@ class Bottleneck(nn.Module):
         return (out, pre) if self.is_last else out
 
 
-class ShuffleNet(nn.Module):
+class ShuffleNet(ZooModel, nn.Module):
     def __init__(self, cfg: dict, num_classes: int = 10):
         super().__init__()
         out_planes = cfg["out_planes"]
@@ -78,6 +79,7 @@ class ShuffleNet(nn.Module):
         self.layer2 = self._make_layer(out_planes[1], num_blocks[1], groups)
         self.layer3 = self._make_layer(out_planes[2], num_blocks[2], groups)
         self.linear = nn.Linear(out_planes[2], num_classes)
+        self.stage_widths = tuple(out_planes[:3])
 
     def _make_layer(self, out_planes: int, num_blocks: int, groups: int) -> nn.Sequential:
         layers = []
@@ -95,13 +97,14 @@ class ShuffleNet(nn.Module):
     def get_bn_before_relu(self):
         raise NotImplementedError("ShuffleNet is not supported as an 'Overhaul' (OFD) teacher")
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         # RepDistiller's fixed 4x4 window is the whole map for 32x32 inputs; sizing it from the
         # map gives identical results there and works for other sizes.
-        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear, is_feat, preact)
+        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear)
 
 
+@register_model("ShuffleV1")
 def ShuffleV1(num_classes: int = 100, **kwargs) -> ShuffleNet:
     cfg = {"out_planes": [240, 480, 960], "num_blocks": [4, 8, 4], "groups": 3}
     return ShuffleNet(cfg, num_classes=num_classes, **kwargs)

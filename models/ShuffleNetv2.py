@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import classify, run_stages
+from .features import FeatureMaps, ZooModel, classify, run_stages
+from .registry import register_model
 
 __all__ = ["ShuffleNetV2", "BasicBlock", "DownBlock", "ShuffleV2", "configs"]
 
@@ -112,7 +113,7 @@ configs = {
 }
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(ZooModel, nn.Module):
     def __init__(self, net_size: float, num_classes: int = 10):
         super().__init__()
         out_channels = configs[net_size]["out_channels"]
@@ -126,6 +127,7 @@ class ShuffleNetV2(nn.Module):
         self.conv2 = nn.Conv2d(out_channels[2], out_channels[3], 1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels[3])
         self.linear = nn.Linear(out_channels[3], num_classes)
+        self.stage_widths = tuple(out_channels[:3])
 
     def _make_layer(self, out_channels: int, num_blocks: int) -> nn.Sequential:
         # A stride-2 DownBlock precedes the ``num_blocks`` stride-1 units of each stage.
@@ -140,13 +142,14 @@ class ShuffleNetV2(nn.Module):
     def get_bn_before_relu(self):
         raise NotImplementedError("ShuffleNetV2 is not supported as an 'Overhaul' (OFD) teacher")
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         x = F.relu(self.bn2(self.conv2(x)))
         # RepDistiller's fixed 4x4 window is the whole map for 32x32 inputs; sizing it from the
         # map gives identical results there and works for other sizes.
-        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear, is_feat, preact)
+        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear)
 
 
+@register_model("ShuffleV2")
 def ShuffleV2(num_classes: int = 100, **kwargs) -> ShuffleNetV2:
     return ShuffleNetV2(net_size=1, num_classes=num_classes, **kwargs)

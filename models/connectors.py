@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from .conv_reg import ConvReg
+
 _SLOPE = 0.1  # LeakyReLU slope of both FT modules (RepDistiller)
 
 
@@ -75,8 +77,6 @@ class Connector(nn.Module):
     def _adapter(s_shape, t_shape) -> nn.Module:
         if s_shape[1] == t_shape[1] and s_shape[2] == t_shape[2]:
             return nn.Identity()
-        # Imported here because models.util imports this module to re-export it.
-        from .util import ConvReg
         return ConvReg(s_shape, t_shape, use_relu=False)
 
     def forward(self, g_s):

@@ -13,7 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import FeatureMaps, ZooModel
 from .init import init_fan_out_normal
+from .registry import register_model
 
 __all__ = ["MobileNetV2", "InvertedResidual", "mobilenetv2_T_w", "mobile_half"]
 
@@ -52,7 +54,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_res_connect else y
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(ZooModel, nn.Module):
     # (expansion, channels, repeats, first stride); ``None`` expansion means "use T".
     SETTING = [
         (1, 16, 1, 1),
@@ -86,6 +88,7 @@ class MobileNetV2(nn.Module):
         self.last_channel = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = _conv_bn_relu(cin, self.last_channel, 1, 1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
+        self.stage_widths = tuple(int(self.SETTING[i][1] * width_mult) for i in self.FEAT_BLOCKS)
         self._initialize_weights()
 
     def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
@@ -94,9 +97,9 @@ class MobileNetV2(nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.blocks])
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         # Every block already ends on a BN without ReLU, so there is no separate
-        # pre-activation version: ``preact`` is accepted and ignored, as in RepDistiller.
+        # pre-activation version: both lists hold the same tensors, as in RepDistiller.
         x = self.conv1(x)
         feats = [x]
         for i, stage in enumerate(self.blocks):
@@ -110,10 +113,7 @@ class MobileNetV2(nn.Module):
             x = F.avg_pool2d(x, x.shape[2:])
         x = torch.flatten(x, 1)
         feats.append(x)
-        logits = self.classifier(x)
-        if not is_feat:
-            return logits
-        return feats, logits
+        return FeatureMaps(self.classifier(x), feats, list(feats))
 
     def _initialize_weights(self):
         init_fan_out_normal(self)
@@ -123,5 +123,6 @@ def mobilenetv2_T_w(T: int, W: float, num_classes: int = 100, **kwargs) -> Mobil
     return MobileNetV2(T=T, num_classes=num_classes, width_mult=W, **kwargs)
 
 
+@register_model("MobileNetV2")
 def mobile_half(num_classes: int = 100, **kwargs) -> MobileNetV2:
     return mobilenetv2_T_w(6, 0.5, num_classes, **kwargs)

@@ -13,29 +13,30 @@ lower-case ``mobilenetv2`` is the full-width (W = 1.0) model. CheckpointKD's for
 from __future__ import annotations
 
 from .mobilenetv2 import MobileNetV2, mobilenetv2_T_w
+from .registry import models_defined_in, register_model
 
 __all__ = ["mobilenetv2_035", "mobilenetv2_05", "mobilenetv2_075", "mobilenetv2", "MOBILENETV2_WIDTH_MODELS"]
 
 
+@register_model("mobilenetv2_035")
 def mobilenetv2_035(num_classes: int = 100, T: int = 6) -> MobileNetV2:
     return mobilenetv2_T_w(T, 0.35, num_classes)
 
 
+@register_model("mobilenetv2_05")
 def mobilenetv2_05(num_classes: int = 100, T: int = 6) -> MobileNetV2:
     return mobilenetv2_T_w(T, 0.5, num_classes)
 
 
+@register_model("mobilenetv2_075")
 def mobilenetv2_075(num_classes: int = 100, T: int = 6) -> MobileNetV2:
     return mobilenetv2_T_w(T, 0.75, num_classes)
 
 
+@register_model("mobilenetv2")
 def mobilenetv2(num_classes: int = 100, T: int = 6) -> MobileNetV2:
     return mobilenetv2_T_w(T, 1.0, num_classes)
 
 
-MOBILENETV2_WIDTH_MODELS = {
-    "mobilenetv2_035": mobilenetv2_035,
-    "mobilenetv2_05": mobilenetv2_05,
-    "mobilenetv2_075": mobilenetv2_075,
-    "mobilenetv2": mobilenetv2,
-}
+# A view of the registry (registration happens in the decorators above).
+MOBILENETV2_WIDTH_MODELS = models_defined_in(__name__)

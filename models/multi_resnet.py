@@ -16,7 +16,7 @@ Forward contract (``model_dict`` models all share the first two forms):
 * ``model.branch_outputs(feats)`` -> ``(logits, pooled)``: lists with the logits and the pooled
   (B, 512e) branch features of classifiers 1/4..3/4, computed from ``feats`` of the call above. The
   ``byot`` distiller uses it, so the backbone runs once per step.
-* ``model.exit_logits(x)`` -> ``[z1, z2, z3, z4]`` (deepest last). ``helper.loops.validate`` reports
+* ``model.exit_logits(x)`` -> ``[z1, z2, z3, z4]`` (deepest last). ``engine.evaluate.validate`` reports
   every exit and their ensemble for models that have this method.
 * ``model.byot_outputs(x)`` -> the reference's 8-tuple ``(z4, z1, z2, z3, final_fea, fea1, fea2, fea3)``
   with (B, 512e, 1, 1) features.
@@ -36,7 +36,9 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+from .features import FeatureMaps, ZooModel
 from .init import init_kaiming_fan_out
+from .registry import models_defined_in, register_model
 
 __all__ = ["MultiResNet", "multi_resnet18_kd", "multi_resnet50_kd", "BYOT_MODELS", "drop_unused_downsample"]
 
@@ -100,10 +102,13 @@ def branch_bottleneck(cin: int, cout: int, k: int) -> nn.Sequential:
     )
 
 
-class MultiResNet(nn.Module):
+class MultiResNet(ZooModel, nn.Module):
     # stage widths before expansion, and the stride of each branch's kxk conv (32/16/8 -> 4 pixels)
     WIDTHS = (64, 128, 256, 512)
     BRANCH_STRIDES = (8, 4, 2)
+    # The feature list holds four stage maps, but milestone checking has always compared the first three
+    # here (only the resnetv2 family was counted as four-stage); kept so --mc runs stay comparable.
+    num_stages = 3
 
     def __init__(self, block, layers, num_classes: int = 100, unused_downsample: bool = False):
         super().__init__()
@@ -129,6 +134,7 @@ class MultiResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(out, num_classes)
         self.feature_dim = out
+        self.stage_widths = tuple(w * e for w in self.WIDTHS)
 
         init_kaiming_fan_out(self)
 
@@ -151,10 +157,16 @@ class MultiResNet(nn.Module):
         f4 = self.layer4(f3)
         return [f0, f1, f2, f3, f4, torch.flatten(self.avgpool(f4), 1)]
 
-    def forward(self, x, is_feat: bool = False, preact: bool = False):
+    def features(self, x) -> FeatureMaps:
+        # The blocks' in-place ReLU overwrites each pre-activation sum, as in the reference, so both
+        # lists hold the post-ReLU maps.
         feats = self._backbone(x)
-        logits = self.fc(feats[-1])
-        return (feats, logits) if is_feat else logits
+        return FeatureMaps(self.fc(feats[-1]), feats, list(feats))
+
+    def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
+        last = self.layer1[-1]
+        name = "bn3" if isinstance(last, BottleneckBlock) else "bn2"
+        return [getattr(stage[-1], name) for stage in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
     def branch_outputs(self, feats: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Logits and pooled features of classifiers 1/4..3/4 from the stage outputs ``feats[1..3]``."""
@@ -178,10 +190,12 @@ class MultiResNet(nn.Module):
         return (z4, z1, z2, z3, *as_map)
 
 
+@register_model("multi_resnet18_kd")
 def multi_resnet18_kd(num_classes: int = 100, unused_downsample: bool = False) -> MultiResNet:
     return MultiResNet(BasicBlock, [2, 2, 2, 2], num_classes, unused_downsample)
 
 
+@register_model("multi_resnet50_kd")
 def multi_resnet50_kd(num_classes: int = 100, unused_downsample: bool = False) -> MultiResNet:
     return MultiResNet(BottleneckBlock, [3, 4, 6, 3], num_classes, unused_downsample)
 
@@ -192,7 +206,5 @@ def drop_unused_downsample(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
     return {k: v for k, v in sd.items() if not k.removeprefix("module.").startswith(dead)}
 
 
-BYOT_MODELS = {
-    "multi_resnet18_kd": multi_resnet18_kd,
-    "multi_resnet50_kd": multi_resnet50_kd,
-}
+# A view of the registry (registration happens in the decorators above).
+BYOT_MODELS = models_defined_in(__name__)

@@ -4,6 +4,7 @@ Same layout and state-dict keys as RepDistiller's CIFAR ResNet (conv1, bn1,
 layer1..3, fc), so ``myresnet20(block_depth=[3, 3, 3])`` is interchangeable
 with ``resnet20``; block-composition search only changes ``block_depth``.
 """
+from .registry import register_model
 from .resnet import ResNet
 
 __all__ = ['MyResNet', 'parse_block_depth', 'myresnet8', 'myresnet14', 'myresnet20',
@@ -40,42 +41,55 @@ class MyResNet(ResNet):
         self.nominal_depth = nominal
         self.block_depth = depth_per_stage
 
+    @property
+    def num_stages(self):
+        return len(self.block_depth)
+
 
 _THIN = [16, 16, 32, 64]
 _WIDE = [32, 64, 128, 256]
 
 
+@register_model("myresnet8", arch_options=("block_depth",))
 def myresnet8(block_depth=None, num_classes=100):
     return MyResNet(8, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet14", arch_options=("block_depth",))
 def myresnet14(block_depth=None, num_classes=100):
     return MyResNet(14, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet20", arch_options=("block_depth",))
 def myresnet20(block_depth=None, num_classes=100):
     return MyResNet(20, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet32", arch_options=("block_depth",))
 def myresnet32(block_depth=None, num_classes=100):
     return MyResNet(32, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet44", arch_options=("block_depth",))
 def myresnet44(block_depth=None, num_classes=100):
     return MyResNet(44, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet56", arch_options=("block_depth",))
 def myresnet56(block_depth=None, num_classes=100):
     return MyResNet(56, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet110", arch_options=("block_depth",))
 def myresnet110(block_depth=None, num_classes=100):
     return MyResNet(110, _THIN, num_classes, block_depth)
 
 
+@register_model("myresnet8x4", arch_options=("block_depth",))
 def myresnet8x4(block_depth=None, num_classes=100):
     return MyResNet(8, _WIDE, num_classes, block_depth)
 
 
+@register_model("myresnet32x4", arch_options=("block_depth",))
 def myresnet32x4(block_depth=None, num_classes=100):
     return MyResNet(32, _WIDE, num_classes, block_depth)

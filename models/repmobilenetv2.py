@@ -7,7 +7,9 @@ are ConvBN because a 1x1 kernel has no row/column branch to add.
 import torch.nn as nn
 
 from .ambb import conv_bn
+from .features import FeatureMaps, ZooModel
 from .init import init_fan_out_normal
+from .registry import register_model
 
 __all__ = ['RepMobileNetV2', 'rep_mobilenetv2_T_w', 'repmobilenetv2']
 
@@ -36,7 +38,7 @@ class RepInvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class RepMobileNetV2(nn.Module):
+class RepMobileNetV2(ZooModel, nn.Module):
 
     def __init__(self, T, num_classes=100, input_size=32, width_mult=1.0, remove_avg=False,
                  block_type='AMBB', deploy=False):
@@ -73,6 +75,7 @@ class RepMobileNetV2(nn.Module):
         self.conv2 = nn.Sequential(conv_bn(input_channel, self.last_channel, 1, 1, 0, **kw),
                                    nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
+        self.stage_widths = tuple(int(self.interverted_residual_setting[i][1] * width_mult) for i in (1, 2, 4, 6))
         self.avgpool = nn.AvgPool2d(input_size // 16, ceil_mode=True)
         self._initialize_weights()
 
@@ -85,7 +88,7 @@ class RepMobileNetV2(nn.Module):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])
 
-    def forward(self, x, is_feat=False, preact=False):
+    def features(self, x) -> FeatureMaps:
         out = self.conv1(x)
         f0 = out
         out = self.blocks[0](out)
@@ -105,11 +108,9 @@ class RepMobileNetV2(nn.Module):
         out = out.view(out.size(0), -1)
         f5 = out
         out = self.classifier(out)
-        if is_feat:
-            # The block outputs are already linear (no ReLU after the
-            # projection), so preact features are the same tensors.
-            return [f0, f1, f2, f3, f4, f5], out
-        return out
+        # The block outputs are already linear (no ReLU after the
+        # projection), so preact features are the same tensors.
+        return FeatureMaps(out, [f0, f1, f2, f3, f4, f5], [f0, f1, f2, f3, f4, f5])
 
 
 def rep_mobilenetv2_T_w(T, W, num_classes=100, block_type='AMBB', deploy=False):
@@ -117,5 +118,6 @@ def rep_mobilenetv2_T_w(T, W, num_classes=100, block_type='AMBB', deploy=False):
                           block_type=block_type, deploy=deploy)
 
 
+@register_model("repmobilenetv2", arch_options=("block_type", "deploy"))
 def repmobilenetv2(num_classes=100, block_type='AMBB', deploy=False):
     return rep_mobilenetv2_T_w(6, 0.5, num_classes, block_type, deploy)

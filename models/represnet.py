@@ -8,8 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ambb import conv_bn
-from .features import classify, run_stages
+from .features import FeatureMaps, ZooModel, classify, run_stages
 from .init import init_kaiming_fan_out
+from .registry import register_model
 
 __all__ = ['RepResNet', 'represnet20', 'represnet32', 'represnet8x4']
 
@@ -40,7 +41,7 @@ class RepBasicBlock(nn.Module):
         return out
 
 
-class RepResNet(nn.Module):
+class RepResNet(ZooModel, nn.Module):
 
     def __init__(self, depth, num_filters, num_classes=100, block_type='AMBB', deploy=False):
         super().__init__()
@@ -57,6 +58,7 @@ class RepResNet(nn.Module):
         self.layer3 = self._make_layer(num_filters[3], n, 2)
         self.avgpool = nn.AvgPool2d(8)
         self.fc = nn.Linear(num_filters[3] * RepBasicBlock.expansion, num_classes)
+        self.stage_widths = tuple(w * RepBasicBlock.expansion for w in num_filters[1:4])
 
         # Includes the 1x3 / 3x1 branch convs: their fan_out is smaller, so each branch starts with a
         # proportionally larger std.
@@ -86,18 +88,21 @@ class RepResNet(nn.Module):
         # block (whose output is a sum of BN outputs) plays that role.
         return [self.layer1[-1].conv2, self.layer2[-1].conv2, self.layer3[-1].conv2]
 
-    def forward(self, x, is_feat=False, preact=False):
+    def features(self, x) -> FeatureMaps:
         x, post, pre = run_stages(self.relu(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
-        return classify(self.avgpool(x).view(x.size(0), -1), post, pre, self.fc, is_feat, preact)
+        return classify(self.avgpool(x).view(x.size(0), -1), post, pre, self.fc)
 
 
+@register_model("represnet20", arch_options=("block_type", "deploy"))
 def represnet20(num_classes=100, block_type='AMBB', deploy=False):
     return RepResNet(20, [16, 16, 32, 64], num_classes, block_type, deploy)
 
 
+@register_model("represnet32", arch_options=("block_type", "deploy"))
 def represnet32(num_classes=100, block_type='AMBB', deploy=False):
     return RepResNet(32, [16, 16, 32, 64], num_classes, block_type, deploy)
 
 
+@register_model("represnet8x4", arch_options=("block_type", "deploy"))
 def represnet8x4(num_classes=100, block_type='AMBB', deploy=False):
     return RepResNet(8, [32, 64, 128, 256], num_classes, block_type, deploy)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from .ambb import conv_bn
 from .init import init_fan_out_normal
+from .registry import register_model
 from .vgg import VGGTrunk
 
 __all__ = ['RepVGG', 'repvgg8']
@@ -32,6 +33,7 @@ class RepVGG(VGGTrunk):
         self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(in_ch, num_classes)
+        self.stage_widths = tuple(stage[-1] for stage in cfg[1:])
         self._initialize_weights()
 
     def _make_layers(self, stage_cfg, in_channels):
@@ -49,5 +51,6 @@ class RepVGG(VGGTrunk):
         init_fan_out_normal(self)
 
 
+@register_model("repvgg8", arch_options=("block_type", "deploy"))
 def repvgg8(num_classes=100, block_type='AMBB', deploy=False):
     return RepVGG([[64], [128], [256], [512], [512]], num_classes, block_type, deploy)

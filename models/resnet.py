@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import classify, run_stages
+from .features import FeatureMaps, ZooModel, classify, run_stages
 from .init import init_kaiming_fan_out
+from .registry import register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet8", "resnet14", "resnet20", "resnet32",
            "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4"]
@@ -78,7 +79,7 @@ class Bottleneck(nn.Module):
         return (out, pre) if self.is_last else out
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModel, nn.Module):
     """``depth`` = 6n+2 (basic) or 9n+2 (bottleneck); ``num_filters`` = [stem, stage1..3]."""
 
     def __init__(self, depth: int, num_filters: Sequence[int], block_name: str = "basicblock",
@@ -106,6 +107,7 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, num_filters[2], blocks[1], stride=2)
         self.layer3 = self._make_layer(block, num_filters[3], blocks[2], stride=2)
         self.fc = nn.Linear(num_filters[3] * block.expansion, num_classes)
+        self.stage_widths = tuple(int(w) * block.expansion for w in num_filters[1:4])
 
         init_kaiming_fan_out(self)
 
@@ -133,11 +135,11 @@ class ResNet(nn.Module):
             return [stage[-1].bn2 for stage in (self.layer1, self.layer2, self.layer3)]
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         # RepDistiller pools with a fixed 8x8 window. A window the size of the map is the same
         # op (bit for bit) on 32x32 inputs and keeps other input sizes usable.
-        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.fc, is_feat, preact)
+        return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.fc)
 
 
 def _cifar_resnet(depth: int, filters: Sequence[int], num_classes: int, **kwargs) -> ResNet:
@@ -148,37 +150,46 @@ _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)  # the "x4" teachers
 
 
+@register_model("resnet8")
 def resnet8(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(8, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet14")
 def resnet14(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(14, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet20")
 def resnet20(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(20, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet32")
 def resnet32(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(32, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet44")
 def resnet44(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(44, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet56")
 def resnet56(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(56, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet110")
 def resnet110(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(110, _NARROW, num_classes, **kwargs)
 
 
+@register_model("resnet8x4")
 def resnet8x4(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(8, _WIDE, num_classes, **kwargs)
 
 
+@register_model("resnet32x4")
 def resnet32x4(num_classes: int = 100, **kwargs) -> ResNet:
     return _cifar_resnet(32, _WIDE, num_classes, **kwargs)

@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import classify, run_stages
+from .features import FeatureMaps, ZooModel, classify, run_stages
 from .init import init_kaiming_fan_out
+from .registry import register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNet18", "ResNet34", "ResNet50"]
 
@@ -68,7 +69,10 @@ class Bottleneck(nn.Module):
         return (out, pre) if self.is_last else out
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModel, nn.Module):
+    # four stage maps (64..512 base widths), all compared by milestone checking
+    num_stages = 4
+
     def __init__(self, block, num_blocks: Sequence[int], num_classes: int = 10,
                  zero_init_residual: bool = False):
         super().__init__()
@@ -81,6 +85,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.linear = nn.Linear(512 * block.expansion, num_classes)
+        self.stage_widths = tuple(w * block.expansion for w in (64, 128, 256, 512))
 
         init_kaiming_fan_out(self)
         if zero_init_residual:
@@ -114,9 +119,9 @@ class ResNet(nn.Module):
             return [stage[-1].bn2 for stage in self._stages()]
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), self._stages())
-        return classify(torch.flatten(self.avgpool(x), 1), post, pre, self.linear, is_feat, preact)
+        return classify(torch.flatten(self.avgpool(x), 1), post, pre, self.linear)
 
 
 def ResNet18(num_classes: int = 100, **kwargs) -> ResNet:
@@ -127,5 +132,6 @@ def ResNet34(num_classes: int = 100, **kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
 
 
+@register_model("ResNet50")
 def ResNet50(num_classes: int = 100, **kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, **kwargs)

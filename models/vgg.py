@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import classify
+from .features import FeatureMaps, ZooModel, classify
 from .init import init_fan_out_normal
+from .registry import register_model
 
 __all__ = ["VGG", "VGGTrunk", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
 
@@ -38,9 +39,13 @@ def _stage(widths: Sequence[int], cin: int, batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-class VGGTrunk(nn.Module):
+class VGGTrunk(ZooModel, nn.Module):
     """The five-stage VGG trunk's feature contract, for every model with ``block0..4``, ``pool0..4`` and a
-    ``classifier`` whose stages end before their last ReLU (VGG here, RepVGG in repvgg.py)."""
+    ``classifier`` whose stages end before their last ReLU (VGG here, RepVGG in repvgg.py).
+
+    The feature lists hold four stage maps (block1..4), but milestone checking compares the first three,
+    as it always has for VGG (``num_stages`` = 3).
+    """
 
     def _blocks(self):
         return (self.block0, self.block1, self.block2, self.block3, self.block4)
@@ -55,7 +60,7 @@ class VGGTrunk(nn.Module):
     def get_bn_before_relu(self) -> List[nn.Module]:
         return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def features(self, x: torch.Tensor) -> FeatureMaps:
         height = x.shape[2]
         x = F.relu(self.block0(x))
         post, pre = [x], [x]
@@ -66,7 +71,7 @@ class VGGTrunk(nn.Module):
             x = F.relu(x_pre)
             post.append(x)
             pre.append(x_pre)
-        return classify(torch.flatten(self.pool4(x), 1), post, pre, self.classifier, is_feat, preact)
+        return classify(torch.flatten(self.pool4(x), 1), post, pre, self.classifier)
 
 
 class VGG(VGGTrunk):
@@ -86,6 +91,7 @@ class VGG(VGGTrunk):
         self.pool3 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.pool4 = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(cfg[4][-1], num_classes)
+        self.stage_widths = tuple(stage[-1] for stage in cfg[1:])
         self._initialize_weights()
 
     def _initialize_weights(self):
@@ -96,21 +102,26 @@ def _vgg_bn(depth: int, num_classes: int, **kwargs) -> VGG:
     return VGG(STAGE_WIDTHS[depth], batch_norm=True, num_classes=num_classes, **kwargs)
 
 
+@register_model("vgg8")
 def vgg8(num_classes: int = 100, **kwargs) -> VGG:
     return _vgg_bn(8, num_classes, **kwargs)
 
 
+@register_model("vgg11")
 def vgg11(num_classes: int = 100, **kwargs) -> VGG:
     return _vgg_bn(11, num_classes, **kwargs)
 
 
+@register_model("vgg13")
 def vgg13(num_classes: int = 100, **kwargs) -> VGG:
     return _vgg_bn(13, num_classes, **kwargs)
 
 
+@register_model("vgg16")
 def vgg16(num_classes: int = 100, **kwargs) -> VGG:
     return _vgg_bn(16, num_classes, **kwargs)
 
 
+@register_model("vgg19")
 def vgg19(num_classes: int = 100, **kwargs) -> VGG:
     return _vgg_bn(19, num_classes, **kwargs)

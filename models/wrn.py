@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .features import FeatureMaps, ZooModel
 from .init import init_fan_out_normal
+from .registry import register_model
 
 __all__ = ["WideResNet", "BasicBlock", "NetworkBlock", "wrn_16_1", "wrn_16_2", "wrn_40_1",
            "wrn_40_2"]
@@ -66,7 +68,7 @@ def blocks_per_stage(depth: int) -> int:
     return (depth - 4) // 6
 
 
-class WideResNet(nn.Module):
+class WideResNet(ZooModel, nn.Module):
     def __init__(self, depth: int, num_classes: int, widen_factor: int = 1, dropRate: float = 0.0,
                  stage_blocks=None):
         super().__init__()
@@ -83,6 +85,7 @@ class WideResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(widths[3], num_classes)
         self.nChannels = widths[3]
+        self.stage_widths = tuple(widths[1:])
 
         init_fan_out_normal(self, linear_std=None)
 
@@ -93,7 +96,11 @@ class WideResNet(nn.Module):
         # Stage outputs are first touched by the BN that opens the next stage (or the head BN).
         return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
-    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+    def penultimate_map_module(self) -> nn.Module:
+        # feat[-2] is the raw block3 output; the map that is pooled is this ReLU's output, used nowhere else.
+        return self.relu
+
+    def _run(self, x: torch.Tensor, with_pre: bool):
         f0 = self.conv1(x)
         f1 = self.block1(f0)
         f2 = self.block2(f1)
@@ -103,29 +110,41 @@ class WideResNet(nn.Module):
         # gives identical results there and works for other sizes.
         v = torch.flatten(F.avg_pool2d(h, h.shape[2:]), 1)
         logits = self.fc(v)
+        post = [f0, f1, f2, f3, v]
+        if not with_pre:
+            return logits, post, None
+        # RepDistiller defines the pre-activation features as the stage outputs passed through those BNs
+        # again. In train mode this is a second running-stat update on the same batch; kept so that
+        # training with preact features matches it, and done only when they are asked for.
+        pre = [f0, self.block2.layer[0].bn1(f1), self.block3.layer[0].bn1(f2), self.bn1(f3), v]
+        return logits, post, pre
+
+    def features(self, x: torch.Tensor) -> FeatureMaps:
+        logits, post, pre = self._run(x, with_pre=True)
+        return FeatureMaps(logits, post, pre)
+
+    def forward(self, x: torch.Tensor, is_feat: bool = False, preact: bool = False):
+        logits, post, pre = self._run(x, with_pre=is_feat and preact)
         if not is_feat:
             return logits
-        if preact:
-            # RepDistiller defines the pre-activation features as the stage outputs passed
-            # through those BNs again. In train mode this is a second running-stat update on
-            # the same batch; kept so that training with preact features matches it.
-            f1 = self.block2.layer[0].bn1(f1)
-            f2 = self.block3.layer[0].bn1(f2)
-            f3 = self.bn1(f3)
-        return [f0, f1, f2, f3, v], logits
+        return (pre if preact else post), logits
 
 
-def wrn_40_2(num_classes: int = 100, **kwargs) -> WideResNet:
-    return WideResNet(depth=40, num_classes=num_classes, widen_factor=2, **kwargs)
+@register_model("wrn_16_1")
+def wrn_16_1(num_classes: int = 100, **kwargs) -> WideResNet:
+    return WideResNet(depth=16, num_classes=num_classes, widen_factor=1, **kwargs)
 
 
-def wrn_40_1(num_classes: int = 100, **kwargs) -> WideResNet:
-    return WideResNet(depth=40, num_classes=num_classes, widen_factor=1, **kwargs)
-
-
+@register_model("wrn_16_2")
 def wrn_16_2(num_classes: int = 100, **kwargs) -> WideResNet:
     return WideResNet(depth=16, num_classes=num_classes, widen_factor=2, **kwargs)
 
 
-def wrn_16_1(num_classes: int = 100, **kwargs) -> WideResNet:
-    return WideResNet(depth=16, num_classes=num_classes, widen_factor=1, **kwargs)
+@register_model("wrn_40_1")
+def wrn_40_1(num_classes: int = 100, **kwargs) -> WideResNet:
+    return WideResNet(depth=40, num_classes=num_classes, widen_factor=1, **kwargs)
+
+
+@register_model("wrn_40_2")
+def wrn_40_2(num_classes: int = 100, **kwargs) -> WideResNet:
+    return WideResNet(depth=40, num_classes=num_classes, widen_factor=2, **kwargs)

@@ -1,31 +1,10 @@
-"""Several students trained side by side in one process (``--trials N``), each as if it ran alone."""
+"""RNG streams: several students trained side by side in one process (``--trials N``), each as if it ran alone."""
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any, Dict, Optional
 
 from .checkpoint import restore_rng_state, rng_state
-
-
-def trial_id(base: str, i: int) -> str:
-    """Trial ``i`` (0-based) of a run started with ``--trial base``: 1 -> 1, 2, 3...; 'a' -> a_0, a_1..."""
-    if i == 0:
-        return base
-    try:
-        return str(int(base) + i)
-    except ValueError:
-        return f"{base}_{i}"
-
-
-def trial_options(opt, i: int):
-    """Options of trial ``i``: the seed and trial id move on, the data order stays the shared one."""
-    own = copy.copy(opt)
-    own.seed = opt.seed + i
-    own.trial = trial_id(str(opt.trial), i)
-    own.data_seed = opt.data_seed
-    own.trials = 1
-    return own
 
 
 class RNGStream:

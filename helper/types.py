@@ -1,0 +1,47 @@
+"""The values the layers pass each other: a training batch and what one network forward produced."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
+
+import torch
+
+from .util import at_least_float32
+
+
+@dataclass
+class Batch:
+    """One training batch: images, labels and their indices in the training set.
+
+    Under torchrun each process holds rows ``shard = (start, stop)`` of a global batch whose indices and
+    labels are ``global_index``/``global_y``; methods that draw per-sample randomness (CRD's negatives) draw
+    it for the global batch and keep their rows, so that K processes compute what one process would.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    global_index: Optional[torch.Tensor] = None
+    global_y: Optional[torch.Tensor] = None
+    shard: Optional[Tuple[int, int]] = None
+    # CRD's negatives for this batch when they were drawn outside the method (tests, benchmarks); None: the
+    # method draws them
+    contrast_idx: Optional[torch.Tensor] = None
+
+
+@dataclass
+class Outputs:
+    """What one model forward produced for a method. ``feats`` is the feature list the method asked for
+    (post- or pre-activation, RepDistiller's layout with the pooled vector last); None when it reads none."""
+
+    logits: torch.Tensor
+    feats: Optional[List[torch.Tensor]] = None
+
+
+def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
+    """``out`` with logits and features in float32 at least; float32 (and float64) tensors are passed through
+    as the same objects, so the float32 path is unchanged."""
+    if out is None:
+        return None
+    feats = None if out.feats is None else [at_least_float32(f) for f in out.feats]
+    return replace(out, logits=at_least_float32(out.logits), feats=feats)
