@@ -11,7 +11,7 @@ import torch.nn as nn
 from helper.util import at_least_float32
 from models.connectors import Connector
 
-from .base import Batch, Distiller, Outputs, register
+from .base import Batch, Distiller, Outputs, PRE, register
 
 
 class ABLoss(nn.Module):
@@ -43,9 +43,8 @@ class ABLoss(nn.Module):
 class AB(Distiller):
     """``--distill abound`` on ``feat[1:-1]`` (pre-activation)."""
 
-    needs_feats = True
-    needs_preact = True
-    default_weights = (1.0, 0.0, 1.0)
+    student_features = teacher_features = PRE
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 def _pool_to_common_height(f_s, f_t):
@@ -49,8 +49,8 @@ class Attention(nn.Module):
 class AT(Distiller):
     """AT on the intermediate maps ``feat[1:-1]``, losses summed over the stages."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 1000.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1000.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -34,7 +34,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 def soft_target_ce(logits: torch.Tensor, target_probs: torch.Tensor, T: float) -> torch.Tensor:
@@ -65,11 +65,11 @@ def byot_terms(exits: List[torch.Tensor], branch_feats: List[torch.Tensor], fina
 class BYOT(Distiller):
     """Self-distillation of a multi-exit student; no teacher. Reports every exit's training accuracy."""
 
-    needs_feats = True
+    student_features = teacher_features = POST
     needs_teacher = False
-    default_weights = (0.9, 0.1, 1e-6)
-    recipe = {"epochs": 200, "learning_rate": 0.1, "lr_decay_epochs": "75,130,180", "lr_decay_rate": 0.1,
-              "batch_size": 128, "kd_T": 3.0, "data_norm": "byot"}
+    defaults = {"gamma": 0.9, "alpha": 0.1, "beta": 1e-6,
+                "epochs": 200, "learning_rate": 0.1, "lr_decay_epochs": "75,130,180", "lr_decay_rate": 0.1,
+                "batch_size": 128, "kd_T": 3.0, "data_norm": "byot"}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -4,7 +4,7 @@ import torch.nn as nn
 from helper.util import at_least_float32
 from models.util import LinearEmbed
 
-from .base import Distiller, register
+from .base import FEAT_DIM, Distiller, POST, register
 
 
 class Correlation(nn.Module):
@@ -27,12 +27,13 @@ class CC(Distiller):
     As in RepDistiller both embeddings (the teacher's included) are optimised with the student.
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 0.02)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 0.02}
+    options = Distiller.options + (FEAT_DIM,)
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        feat_dim = int(getattr(ctx.opt, "feat_dim", 128))
+        feat_dim = int(ctx.options.feat_dim)
         self.embed_s = LinearEmbed(ctx.feat_s[-1].shape[1], feat_dim).to(ctx.device)
         self.embed_t = LinearEmbed(ctx.feat_t[-1].shape[1], feat_dim).to(ctx.device)
         self.criterion = Correlation()

@@ -7,7 +7,9 @@ from crd.criterion import CRDLoss
 from crd.sampler import ContrastSampler
 from helper.distributed import current_env, shard_bounds
 
-from .base import Batch, Distiller, Outputs, register
+from helper.option import Option
+
+from .base import FEAT_DIM, Batch, Distiller, Outputs, POST, register
 
 
 @register("crd")
@@ -28,12 +30,20 @@ class CRD(Distiller):
     Trainable: the two embeddings. The memory banks are buffers (in the state dict, not optimised).
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 0.8)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 0.8}
+    options = Distiller.options + (
+        FEAT_DIM,
+        Option("mode", str, "exact", "exact: negatives drawn from other classes only; relax: from any sample",
+               choices=["exact", "relax"]),
+        Option("nce_k", int, 16384, "number of negative samples for NCE"),
+        Option("nce_t", float, 0.07, "temperature parameter for softmax"),
+        Option("nce_m", float, 0.5, "momentum for non-parametric updates"),
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        opt = ctx.opt
+        opt = ctx.options
         if ctx.train_targets is None:
             raise ValueError("--distill crd needs the training-set labels (DistillContext.train_targets) to draw "
                              "negatives from other classes and to size its memory bank")
@@ -41,11 +51,11 @@ class CRD(Distiller):
             s_dim=int(ctx.feat_s[-1].reshape(ctx.feat_s[-1].shape[0], -1).shape[1]),
             t_dim=int(ctx.feat_t[-1].reshape(ctx.feat_t[-1].shape[0], -1).shape[1]),
             n_data=ctx.n_data,
-            feat_dim=int(getattr(opt, "feat_dim", 128)),
-            nce_k=int(getattr(opt, "nce_k", 16384)),
-            nce_t=float(getattr(opt, "nce_t", 0.07)),
-            nce_m=float(getattr(opt, "nce_m", 0.5)),
-            mode=str(getattr(opt, "mode", "exact")),
+            feat_dim=int(opt.feat_dim),
+            nce_k=int(opt.nce_k),
+            nce_t=float(opt.nce_t),
+            nce_m=float(opt.nce_m),
+            mode=str(opt.mode),
         )
         o = self.crd_opt
         if o.nce_k < 1:
@@ -63,7 +73,7 @@ class CRD(Distiller):
         f_s = out_s.feats[-1]
         f_t = out_t.feats[-1].detach()
         index = batch.index.to(f_s.device).long()
-        contrast_idx = getattr(batch, "contrast_idx", None)
+        contrast_idx = batch.contrast_idx
         shard_counts = None
         if contrast_idx is None and batch.shard is not None:
             # torchrun: every process draws the global batch's negatives from the same RNG state and keeps its

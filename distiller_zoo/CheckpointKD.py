@@ -2,7 +2,7 @@
 
 The method itself is the teacher: one snapshot of a teacher run, or the logit average of several
 (``--path_t`` with several files, or ``--path_t RUN_DIR --teacher_epochs 60,120``; see
-``helper/ensemble.py``). Any ``--distill`` method can use such a teacher. ``--distill checkpointkd`` is
+``engine/teacher.py``). Any ``--distill`` method can use such a teacher. ``--distill checkpointkd`` is
 plain KD with the reference's loss and recipe as defaults:
 
     L = alpha * CE(z_s, y) + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)),  alpha 0.5, T 5
@@ -22,6 +22,6 @@ from .base import register
 
 @register("checkpointkd")
 class CheckpointKD(KD):
-    default_weights = (0.5, 0.5, 0.0)
-    recipe = {"epochs": 200, "learning_rate": 0.1, "lr_decay_epochs": "60,120,180", "lr_decay_rate": 0.1,
-              "batch_size": 128, "kd_T": 5.0, "nesterov": True}
+    defaults = {"gamma": 0.5, "alpha": 0.5, "beta": 0.0,
+                "epochs": 200, "learning_rate": 0.1, "lr_decay_epochs": "60,120,180", "lr_decay_rate": 0.1,
+                "batch_size": 128, "kd_T": 5.0, "nesterov": True}

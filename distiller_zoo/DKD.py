@@ -5,6 +5,8 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
+from helper.option import Option
+
 from .base import Distiller, register
 
 
@@ -78,15 +80,18 @@ class DKD(Distiller):
     the temperature ``kd_T``.
     """
 
-    default_weights = (1.0, 0.0, 1.0)
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
+    options = Distiller.options + (
+        Option("dkd_alpha", float, 1.0, "DKD target-class weight", group="DKD (--distill dkd)"),
+        Option("dkd_beta", float, 8.0, "DKD non-target-class weight", group="DKD (--distill dkd)"),
+        Option("dkd_warmup", int, 20, "DKD linear warm-up epochs", group="DKD (--distill dkd)"),
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        opt = ctx.opt
-        self.criterion = DKDLoss(alpha=float(getattr(opt, "dkd_alpha", 1.0)),
-                                 beta=float(getattr(opt, "dkd_beta", 8.0)),
-                                 T=self.T,
-                                 warmup=float(getattr(opt, "dkd_warmup", 20)))
+        opt = ctx.options
+        self.criterion = DKDLoss(alpha=float(opt.dkd_alpha), beta=float(opt.dkd_beta), T=self.T,
+                                 warmup=float(opt.dkd_warmup))
 
     def method_loss(self, out_s, out_t, batch, epoch):
         return self.criterion(out_s.logits, out_t.logits.detach(), batch.y, epoch)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Batch, Distiller, Outputs, register
+from .base import Batch, Distiller, Outputs, POST, register
 
 
 def _hw(shape) -> str:
@@ -83,8 +83,8 @@ class FSPDistiller(Distiller):
     """``--distill fsp`` on ``feat[:-1]``. As in RepDistiller the transfer happens only in the init stage
     (student feature layers trained on the FSP loss); the main-stage method term is 0."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 50.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 50.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

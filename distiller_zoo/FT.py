@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from helper.util import at_least_float32
 from models.connectors import Paraphraser, Translator
 
-from .base import Batch, Distiller, Outputs, register
+from .base import Batch, Distiller, Outputs, POST, register
 
 
 class FactorTransfer(nn.Module):
@@ -44,11 +44,14 @@ class FT(Distiller):
     translator's output is matched to the frozen paraphraser's encoding of the teacher feature.
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 200.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 200.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)
+        # RepDistiller (helper/pretrain.py) pre-trains the paraphraser at 0.01 for its resnet*/wrn* students.
+        name = ctx.student_name
+        self.init_learning_rate = 0.01 if name.startswith("resnet") or name.startswith("wrn") else None
         s_shape = ctx.feat_s[-2].shape
         t_shape = ctx.feat_t[-2].shape
         self.paraphraser = Paraphraser(t_shape)
@@ -63,12 +66,8 @@ class FT(Distiller):
         _, rec = self.paraphraser(f_t)
         return F.mse_loss(rec, f_t)
 
-    def init_lr(self, opt) -> float:
-        # RepDistiller (helper/pretrain.py) pre-trains the paraphraser at 0.01 for its resnet*/wrn* students.
-        name = str(getattr(opt, "model_s", ""))
-        if name.startswith("resnet") or name.startswith("wrn"):
-            return 0.01
-        return float(opt.learning_rate)
+    def init_lr(self, learning_rate: float) -> float:
+        return float(learning_rate) if self.init_learning_rate is None else self.init_learning_rate
 
     def method_loss(self, out_s: Outputs, out_t: Outputs, batch: Batch, epoch: int) -> torch.Tensor:
         factor_s = self.translator(out_s.feats[-2])

@@ -5,7 +5,9 @@ import torch.nn.functional as F
 from helper.util import at_least_float32
 from models.util import ConvReg
 
-from .base import Distiller, register
+from helper.option import Option
+
+from .base import Distiller, POST, register
 
 
 class HintLoss(nn.Module):
@@ -24,12 +26,15 @@ class FitNet(Distiller):
     BN-ReLU and can be negative, so for WRN teachers the hint can never be matched exactly.
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 100.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 100.0}
+    options = Distiller.options + (
+        Option("hint_layer", int, 2, "which feature of the student and the teacher the hint matches",
+               choices=[0, 1, 2, 3, 4]),)
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.hint_layer = int(getattr(ctx.opt, "hint_layer", 2))
+        self.hint_layer = int(ctx.options.hint_layer)
         n = min(len(ctx.feat_s), len(ctx.feat_t))
         # a hint is regressed by a conv, so only feature maps qualify (the last feature is the pooled vector)
         maps = [i for i in range(n) if ctx.feat_s[i].dim() == 4 and ctx.feat_t[i].dim() == 4]

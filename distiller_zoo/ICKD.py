@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Batch, Distiller, Outputs, register
+from .base import Batch, Distiller, Outputs, POST, register
 
 
 def ickd_loss(f_s: torch.Tensor, f_t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -83,19 +83,14 @@ class OutputTap:
         self.value = None
 
 
-def _is_wrn(model: nn.Module) -> bool:
-    from models.wrn import WideResNet  # EMKD's MyWideResNet is one too
-    return isinstance(model, WideResNet)
-
-
 def ickd_tap(model: nn.Module) -> Optional[OutputTap]:
-    """A hook on the module whose output is ICKD's penultimate map, or None when ``feat[-2]`` is it."""
-    # an ensemble teacher (helper/ensemble.py) takes its features from one member network
-    model = getattr(model, "feature_model", model)
-    if _is_wrn(model):
-        # The WRN head computes relu(bn1(block3 output)) with this ReLU and uses it nowhere else.
-        return OutputTap(model.relu)
-    return None
+    """A hook on the module whose output is ICKD's penultimate map, or None when ``feat[-2]`` is it.
+
+    The model says which module that is (``penultimate_map_module``): a WRN's head computes relu(bn1(block3
+    output)) with a ReLU used nowhere else, while its ``feat[-2]`` is the raw block3 output.
+    """
+    module = model.penultimate_map_module()
+    return None if module is None else OutputTap(module)
 
 
 @register("ickd")
@@ -105,8 +100,8 @@ class ICKD(Distiller):
     Trainable: the student embedding (conv + BN), optimised with the student (weight decay included).
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 2.5)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 2.5}
     # ICKD seeds every RNG (seed 0) and runs cuDNN deterministically; train_student applies this on CUDA.
     deterministic_cudnn = True
 
@@ -128,7 +123,7 @@ class ICKD(Distiller):
                 raise RuntimeError("ICKD's WRN hook has not seen a forward pass yet")
             value = tap.value
             if torch.is_inference(value):
-                # the teacher ran under inference_mode (helper.loops.teacher_outputs), and the tap bypasses
+                # the teacher ran under inference_mode (engine.forward.teacher_outputs), and the tap bypasses
                 # the copy that function makes of its outputs: inference tensors cannot be saved for backward
                 value = value.clone()
             # the tap bypasses Distiller.float32_loss's upcast of the outputs too

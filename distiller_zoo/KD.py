@@ -19,4 +19,4 @@ class DistillKL(nn.Module):
 class KD(Distiller):
     """Vanilla KD. As in RepDistiller the KL term is weighted by ``-a`` and the method term is 0."""
 
-    default_weights = (0.1, 0.9, 0.0)
+    defaults = {"gamma": 0.1, "alpha": 0.9, "beta": 0.0}

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 def _finite_or_zero(x):
@@ -94,8 +94,8 @@ class KDSVDDistiller(Distiller):
     Not in RepDistiller's scripts; the weights (1, 0, 1) are a neutral default.
     """
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 1.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

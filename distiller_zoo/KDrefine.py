@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from helper.option import Option
+
 from .base import Distiller, kd_kl, register
 
 
@@ -30,16 +32,18 @@ def normalize_logits(z: torch.Tensor, multiplier: float = 2.0, eps: float = 1e-7
 @register("kdrefine")
 class KDrefine(Distiller):
 
-    default_weights = (0.1, 0.9, 0.0)
-    # lr used when --learning_rate is not given (train_student.finish_options); the same value as a
-    # method recipe entry for the toolkit's recipe mechanism
-    default_learning_rate = 0.01
-    recipe = {"learning_rate": 0.01}
+    # KDrefine's train_student trains every student at lr 0.01
+    defaults = {"gamma": 0.1, "alpha": 0.9, "beta": 0.0, "learning_rate": 0.01}
+    options = Distiller.options + (
+        Option("logit_multiplier", float, 2.0, "normalised logits are m*(z-mean)/(std+eps); KDrefine uses m=2",
+               group="KDrefine (--distill kdrefine)"),
+        Option("logit_eps", float, 1e-7, "eps added to the unbiased std", group="KDrefine (--distill kdrefine)"),
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.multiplier = float(getattr(ctx.opt, "logit_multiplier", 2.0))
-        self.eps = float(getattr(ctx.opt, "logit_eps", 1e-7))
+        self.multiplier = float(ctx.options.logit_multiplier)
+        self.eps = float(ctx.options.logit_eps)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         return normalize_logits(z, self.multiplier, self.eps)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 class NSTLoss(nn.Module):
@@ -39,8 +39,8 @@ class NSTLoss(nn.Module):
 class NST(Distiller):
     """NST on the intermediate maps ``feat[1:-1]``, losses summed over the stages."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 50.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 50.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 class PKT(nn.Module):
@@ -37,8 +37,8 @@ class PKT(nn.Module):
 class PKTDistiller(Distiller):
     """PKT on the pooled features ``feat[-1]``."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 30000.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 30000.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 class RKDLoss(nn.Module):
@@ -63,8 +63,8 @@ class RKDLoss(nn.Module):
 class RKD(Distiller):
     """RKD on the pooled features ``feat[-1]``."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 1.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 class Similarity(nn.Module):
@@ -34,8 +34,8 @@ class Similarity(nn.Module):
 class SP(Distiller):
     """SP on the last convolutional map ``feat[-2]``."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 3000.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 3000.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

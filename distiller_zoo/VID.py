@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from helper.util import at_least_float32
 
-from .base import Distiller, register
+from .base import Distiller, POST, register
 
 
 class VIDLoss(nn.Module):
@@ -52,8 +52,8 @@ class VIDLoss(nn.Module):
 class VID(Distiller):
     """One VIDLoss per intermediate pair ``feat[1:-1]``, built as VIDLoss(C_s, C_t, C_t), summed."""
 
-    needs_feats = True
-    default_weights = (1.0, 0.0, 1.0)
+    student_features = teacher_features = POST
+    defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -1,8 +1,13 @@
 """Distillation methods: RepDistiller-compatible loss classes plus one registered Distiller per method.
 
-Importing this package registers every method; ``build_distiller(name, ctx)`` builds one.
+Importing this package imports every module in it, so a method file dropped here registers itself (a new method
+is one file: its class, options and defaults); ``build_distiller(name, ctx)`` builds one. The names below are
+RepDistiller's loss classes and this toolkit's methods, re-exported for ``from distiller_zoo import ...``.
 """
-from .base import (REGISTRY, Batch, DistillContext, Distiller, Outputs, available,  # noqa: F401
+import importlib
+import pkgutil
+
+from .base import (POST, PRE, REGISTRY, Batch, DistillContext, Distiller, Outputs, available,  # noqa: F401
                    build_distiller, kd_kl, register)
 from .KD import KD, DistillKL  # noqa: F401
 from .FitNet import FitNet, HintLoss  # noqa: F401
@@ -24,3 +29,6 @@ from .KDrefine import KDrefine, normalize_logits  # noqa: F401
 from .milestone import MilestoneChecking, milestone_loss  # noqa: F401
 from .BYOT import BYOT, byot_terms  # noqa: F401
 from .CheckpointKD import CheckpointKD  # noqa: F401
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,36 +1,49 @@
 """The method contract: one `Distiller` subclass per ``--distill`` value, registered by name.
 
-The training loop (``helper/loops.py``) only talks to this interface:
+The engine (``engine/``) only talks to this interface:
 
-* ``Distiller(ctx)`` builds the method's extra modules from a :class:`DistillContext`
-  (options, student/teacher and the features of one dummy forward). Invalid combinations
-  raise ``ValueError`` here, i.e. before any training step.
-* ``needs_feats`` / ``needs_preact`` tell the loop how to call the models.
-* ``loss(out_s, out_t, batch, epoch)`` returns named terms; the loop weights ``ce`` with
-  ``-r``, ``kl`` with ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition). The loop calls it through
-  ``float32_loss`` (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever
-  precision the networks ran in.
+* ``options``: the method's own command-line options (:class:`helper.option.Option`; the parser is generated
+  from them, a flag shared by several methods is one declaration). ``Distiller(ctx)`` receives them typed in
+  ``ctx.options`` (an instance of ``cls.options_type()``, holding exactly those), never the whole namespace.
+* ``defaults``: option values the method's reference used (loss weights ``gamma``/``alpha``/``beta`` for
+  ``-r``/``-a``/``-b``, ``learning_rate``, its recipe: epochs, schedule, batch size, temperature, ...). One
+  precedence rule applies them (``assembly/options.py``): an explicit flag, then these, then the toolkit's.
+* ``Distiller(ctx)`` builds the method's extra modules from a :class:`DistillContext` (typed options,
+  student/teacher and the features of one dummy forward). Invalid combinations raise ``ValueError`` here, i.e.
+  before any training step.
+* ``student_features`` / ``teacher_features``: which feature list the method reads from each network, declared
+  independently: None (logits only), ``POST`` (post-activation maps, RepDistiller's ``is_feat=True``) or
+  ``PRE`` (pre-activation maps, ``preact=True``).
+* ``loss(out_s, out_t, batch, epoch)`` returns named terms; the loop weights ``ce`` with ``-r``, ``kl`` with
+  ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition). The loop calls it through ``float32_loss``
+  (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever precision the
+  networks ran in.
 * ``trainable_modules()`` go into the optimizer next to the student.
-* two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss``.
-* ``needs_teacher = False`` (self-distillation, e.g. BYOT): train_student.py builds no teacher and the
-  loop passes ``out_t=None``.
-* ``recipe``: option values the method's reference used (epochs, lr schedule, temperature, ...); they
-  replace the toolkit defaults of options the user did not give (``helper.recipe``).
-* ``epoch_metrics()``: extra per-epoch numbers (e.g. the accuracy of every exit of a multi-exit
-  student) that the loop adds to the epoch's metrics row; called once at the end of each epoch.
+* two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss`` (and ``init_lr``).
+* ``needs_teacher = False`` (self-distillation, e.g. BYOT): no teacher is built and the loop passes
+  ``out_t=None``.
+* ``epoch_metrics()``: extra per-epoch numbers (e.g. the accuracy of every exit of a multi-exit student) that
+  the loop adds to the epoch's metrics row; called once at the end of each epoch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helper.option import Option, str2bool
+from helper.types import Batch, Outputs, float32_outputs  # noqa: F401 (Batch, Outputs: the contract's types)
 from helper.util import at_least_float32
 
 REGISTRY: Dict[str, type] = {}
+
+# what a method reads from a network besides its logits
+POST = "post"  # post-activation feature list (RepDistiller's is_feat=True)
+PRE = "pre"  # pre-activation feature list (is_feat=True, preact=True)
 
 
 def register(name: str):
@@ -50,45 +63,34 @@ def available() -> List[str]:
     return sorted(REGISTRY)
 
 
-@dataclass
-class Batch:
-    """One training batch: images, labels and their indices in the training set.
+# Options several methods read, declared once (RepDistiller's names, defaults and help texts).
+KD_T = Option("kd_T", float, 4, "temperature for KD distillation")
+TEACHER_SCALE = Option("teacher_scale", str2bool, False,
+                       "CheckpointKD's teacher_scale KL: T * KL(softmax(z_t/T) || softmax(z_s)) instead of "
+                       "T^2 * KL at temperature T on both sides",
+                       group="CheckpointKD teachers (snapshots and logit ensembles; any --distill method)")
+FEAT_DIM = Option("feat_dim", int, 128, "feature dimension (CRD, CC)")
 
-    Under torchrun each process holds rows ``shard = (start, stop)`` of a global batch whose indices and
-    labels are ``global_index``/``global_y``; methods that draw per-sample randomness (CRD's negatives) draw
-    it for the global batch and keep their rows, so that K processes compute what one process would.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    global_index: Optional[torch.Tensor] = None
-    global_y: Optional[torch.Tensor] = None
-    shard: Optional[Tuple[int, int]] = None
+_OPTION_TYPES: Dict[Tuple[str, Tuple[str, ...]], type] = {}
 
 
-@dataclass
-class Outputs:
-    """What one model forward produced. ``feats`` is None when the method needs no features."""
-
-    logits: torch.Tensor
-    feats: Optional[List[torch.Tensor]] = None
-
-
-def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
-    """``out`` with logits and features in float32 at least; float32 (and float64) tensors are passed through
-    as the same objects, so the float32 path is unchanged."""
-    if out is None:
-        return None
-    feats = None if out.feats is None else [at_least_float32(f) for f in out.feats]
-    return replace(out, logits=at_least_float32(out.logits), feats=feats)
+def options_type(name: str, options: Tuple[Option, ...]) -> type:
+    """A frozen dataclass with one typed field per option (cached, so equal declarations share a type)."""
+    key = (name, tuple(o.name for o in options))
+    if key not in _OPTION_TYPES:
+        fields = [(o.name, o.type if isinstance(o.type, type) else Any, field(default=o.default)) for o in options]
+        _OPTION_TYPES[key] = dataclasses.make_dataclass(name, fields, frozen=True)
+    return _OPTION_TYPES[key]
 
 
 @dataclass
 class DistillContext:
-    """Everything a method may look at while building its extra modules."""
+    """Everything a method may look at while building its extra modules.
 
-    opt: Any
+    ``teacher`` is the network whose features the method reads (for an ensemble teacher, that member).
+    """
+
+    options: Any  # the method's typed options (cls.options_type()), see Distiller.options
     student: nn.Module
     teacher: Optional[nn.Module]
     feat_s: Optional[List[torch.Tensor]] = None  # features of a dummy forward (eval mode)
@@ -96,6 +98,7 @@ class DistillContext:
     train_targets: Optional[torch.Tensor] = None  # labels of the training set, on the device
     num_classes: int = 100
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    student_name: str = ""  # the --model_s name
 
     @property
     def n_data(self) -> int:
@@ -123,23 +126,41 @@ def kd_kl_teacher_scale(logit_s: torch.Tensor, logit_t: torch.Tensor, T: float) 
 
 
 class Distiller(nn.Module):
-    """Base class. Subclasses set ``needs_feats``/``needs_preact`` and override ``method_loss``."""
+    """Base class. Subclasses declare ``options``, ``defaults`` and their feature needs and override
+    ``method_loss`` (or ``loss``)."""
 
     name: str = ""
-    needs_feats: bool = False
-    needs_preact: bool = False
+    # the options this method reads (its ctx.options); a subclass lists the base's too when it uses them
+    options: Tuple[Option, ...] = (KD_T, TEACHER_SCALE)
+    # option values of the method's reference, applied where no flag is given (assembly/options.py)
+    defaults: Dict[str, Any] = {}
+    student_features: Optional[str] = None
+    teacher_features: Optional[str] = None
     needs_teacher: bool = True
-    # the method's reference runs cuDNN deterministically (ICKD); train_student.py applies it on CUDA
+    # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
-    # (gamma, alpha, beta) used for any of -r/-a/-b the user did not give (see helper.options)
-    default_weights = (1.0, 0.0, 0.0)
-    # option name -> value, for options not given on the command line (see helper.recipe)
-    recipe: Dict[str, Any] = {}
+
+    @classmethod
+    def options_type(cls) -> type:
+        return options_type(f"{cls.__name__}Options", tuple(cls.options))
+
+    @classmethod
+    def select_options(cls, values) -> Any:
+        """This method's typed options out of a run's resolved options (any object with those attributes)."""
+        return cls.options_type()(**{o.name: getattr(values, o.name) for o in cls.options})
 
     def __init__(self, ctx: DistillContext):
         super().__init__()
-        self.T = float(getattr(ctx.opt, "kd_T", 4))
-        self.teacher_scale = bool(getattr(ctx.opt, "teacher_scale", False))
+        # the typed values (``options`` on the class are the declarations)
+        self.method_options = ctx.options
+
+    @property
+    def T(self) -> float:
+        return float(self.method_options.kd_T)
+
+    @property
+    def teacher_scale(self) -> bool:
+        return bool(self.method_options.teacher_scale)
 
     def kl_term(self, logit_s: torch.Tensor, logit_t: torch.Tensor) -> torch.Tensor:
         """The ``-a`` term: RepDistiller's KL, or CheckpointKD's ``--teacher_scale`` form."""
@@ -192,13 +213,16 @@ class Distiller(nn.Module):
         with torch.autocast(out_s.logits.device.type, enabled=False):
             return self.init_loss(float32_outputs(out_s), float32_outputs(out_t), batch)
 
-    def init_lr(self, opt) -> float:
-        return float(opt.learning_rate)
+    def init_lr(self, learning_rate: float) -> float:
+        """The init stage's lr, given the run's ``--learning_rate``."""
+        return float(learning_rate)
 
 
 @register("ce")
 class CrossEntropyOnly(Distiller):
     """Plain supervised training (teachers, students from scratch): only the ``ce`` term."""
+
+    options = ()
 
     def loss(self, out_s, out_t, batch, epoch):
         return {"ce": F.cross_entropy(out_s.logits, batch.y)}

@@ -22,23 +22,21 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import Batch, DistillContext, Distiller, Outputs, kd_kl
+from helper.option import Option
+
+from .base import POST, Batch, DistillContext, Distiller, Outputs, kd_kl
 
 
 def num_stages(model: nn.Module) -> int:
-    """How many stage outputs (``feat[1..S]``) milestone checking compares for this network."""
-    depth = getattr(model, "block_depth", None)
-    if depth:
-        return len(depth)
-    from models.resnetv2 import ResNet as ResNetV2
-    return 4 if isinstance(model, ResNetV2) else 3
+    """How many stage outputs (``feat[1..S]``) milestone checking compares for this network (its capability)."""
+    return int(model.num_stages)
 
 
 def stage_weights(model: nn.Module, fallback: Sequence[float]) -> List[float]:
     """``nominal / actual`` blocks per stage for ``block_depth`` models, else ``fallback``."""
     n = num_stages(model)
-    depth = getattr(model, "block_depth", None)
-    nominal = getattr(model, "nominal_depth", None)
+    depth = model.block_depth
+    nominal = model.nominal_depth
     if depth and nominal:
         return [float(a) / float(b) for a, b in zip(nominal, depth)]
     if len(fallback) < n:
@@ -70,6 +68,9 @@ def check_stage_shapes(feat_s: Sequence[torch.Tensor], feat_t: Sequence[torch.Te
                          + ". Pick a teacher/student pair of equal widths (e.g. resnet110 -> myresnet20).")
 
 
+MC_GROUP = "EMKD milestone checking and evaluation"
+
+
 class MilestoneChecking(Distiller):
     """Wraps a built distiller and adds MC to its ``kd`` term; everything else is the wrapped method's.
 
@@ -77,26 +78,33 @@ class MilestoneChecking(Distiller):
     state dict).
     """
 
-    needs_feats = True
+    student_features = teacher_features = POST
+    options = Distiller.options + (
+        Option("mc", int, 0, "1: add the per-stage feature KL (milestone checking) to the method loss",
+               choices=[0, 1], group=MC_GROUP),
+        Option("mc_weight", float, 0.001, "weight of milestone checking", group=MC_GROUP),
+    ) + tuple(Option(f"B{i}_weight", float, 1.0, f"stage-{i} milestone weight for students without block_depth "
+                     "(my* students use nominal/actual depth)", group=MC_GROUP) for i in range(1, 5))
 
     def __init__(self, inner: Distiller, ctx: DistillContext, mc_weight: Optional[float] = None,
                  weights: Optional[Sequence[float]] = None):
+        """``ctx.options``: this add-on's typed options (``MilestoneChecking.select_options``)."""
         super().__init__(ctx)
-        opt = ctx.opt
+        opt = ctx.options
         if ctx.teacher is None or ctx.feat_s is None or ctx.feat_t is None:
             raise ValueError(f"milestone checking (--mc 1) compares student and teacher stage outputs; "
                              f"'{inner.name}' trains without a teacher")
         self.inner = inner
         self.name = f"{inner.name}+mc"
-        self.needs_preact = inner.needs_preact
+        # the stage outputs of the lists the wrapped method reads (pre-activation ones for abound, as in EMKD)
+        self.student_features = inner.student_features or POST
+        self.teacher_features = inner.teacher_features or POST
         self.needs_teacher = True
-        self.default_weights = inner.default_weights
-        self.recipe = dict(getattr(inner, "recipe", {}) or {})
-        self.mc_weight = float(getattr(opt, "mc_weight", 0.001) if mc_weight is None else mc_weight)
+        self.mc_weight = float(opt.mc_weight if mc_weight is None else mc_weight)
         self.n_stages = num_stages(ctx.student)
         check_stage_shapes(ctx.feat_s, ctx.feat_t, self.n_stages)
         if weights is None:
-            fallback = [float(getattr(opt, f"B{i}_weight", 1.0)) for i in range(1, 5)]
+            fallback = [float(opt.B1_weight), float(opt.B2_weight), float(opt.B3_weight), float(opt.B4_weight)]
             weights = stage_weights(ctx.student, fallback)
         if len(weights) != self.n_stages:
             raise ValueError(f"milestone checking: {self.n_stages} stages but {len(weights)} weights")
@@ -122,9 +130,8 @@ class MilestoneChecking(Distiller):
     def init_loss(self, out_s, out_t, batch):
         return self.inner.init_loss(out_s, out_t, batch)
 
-    def init_lr(self, opt):
-        return self.inner.init_lr(opt)
+    def init_lr(self, learning_rate):
+        return self.inner.init_lr(learning_rate)
 
     def epoch_metrics(self):
-        metrics = getattr(self.inner, "epoch_metrics", None)
-        return metrics() if metrics is not None else {}
+        return self.inner.epoch_metrics()
