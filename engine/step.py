@@ -1,0 +1,142 @@
+"""One optimisation step: the student's forward and the method's weighted loss, for one or several runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from distiller_zoo.base import Distiller
+from helper.rng import RNGStream
+from helper.types import Batch, Outputs
+
+from .forward import autocast_for, forward, prepare_input, teacher_outputs, use_channels_last
+
+
+def loss_weights(opt) -> Dict[str, float]:
+    return {"ce": float(opt.gamma), "kl": float(opt.alpha), "kd": float(opt.beta)}
+
+
+class StudentStep(nn.Module):
+    """The student's forward and the method's weighted loss as one module.
+
+    Under torchrun this is what DistributedDataParallel wraps, so the gradients of the student and of the
+    method's own modules (embeddings, regressors) are averaged together.
+    """
+
+    def __init__(self, student: nn.Module, distiller: Distiller):
+        super().__init__()
+        self.student = student
+        self.distiller = distiller
+        self.compiled: Any = None  # torch.compile of loss_and_logits (compile_step); None: eager
+        self.epoch_seen: Optional[int] = None
+        self.epoch_on_device: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
+                weights: Dict[str, float]):
+        if self.compiled is None:
+            return self.loss_and_logits(x, out_t, batch, epoch, weights)
+        return self.compiled(x, out_t, batch, self.epoch_tensor(epoch, x.device), weights)
+
+    def epoch_tensor(self, epoch: int, device: torch.device) -> torch.Tensor:
+        """The epoch as a float32 device scalar for the compiled step: a Python int would be a constant of the
+        graph, so a method that reads it (DKD's warm-up) would compile a new graph every epoch. Made once per
+        epoch, so the step itself copies nothing from the host."""
+        if self.epoch_seen != epoch:
+            self.epoch_on_device = torch.tensor(float(epoch), device=device)
+            self.epoch_seen = epoch
+        return self.epoch_on_device
+
+    def loss_and_logits(self, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch,
+                        weights: Dict[str, float]):
+        d = self.distiller
+        out_s = forward(self.student, x, d.student_features)
+        terms = d.float32_loss(out_s, out_t, batch, epoch)
+        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        return loss, terms, out_s.logits
+
+
+def optimize(step: nn.Module, optimizer, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
+             weights: Dict[str, float], opt, device: torch.device, loss_scale: float = 1.0):
+    """Forward through ``step``, backward, optimizer step. ``loss_scale`` re-weights an uneven shard (torchrun)."""
+    with autocast_for(opt, device):
+        loss, terms, logits = step(x, out_t, batch, epoch, weights)
+    optimizer.zero_grad(set_to_none=True)
+    (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+    optimizer.step()
+    return loss, terms, logits
+
+
+def shard_loss_scale(batch: Batch, world_size: int) -> float:
+    """DDP averages the K processes' gradients; a shard of n_k of the global n samples must count n_k*K/n."""
+    if batch.shard is None or world_size == 1:
+        return 1.0
+    return batch.y.shape[0] * world_size / batch.global_y.shape[0]
+
+
+def begin_train_epoch(student: nn.Module, distiller: Distiller) -> None:
+    """Train mode for one training epoch of a student and its method's modules (the teacher: its
+    ``begin_epoch``)."""
+    student.train()
+    distiller.train()
+
+
+@dataclass
+class StudentRun:
+    """One student being trained: its options, networks, optimizer, run folder, RNG stream and progress."""
+
+    opt: Any
+    student: nn.Module
+    distiller: Distiller
+    run_dir: str = ""
+    model_name: str = ""
+    rng: RNGStream = field(default_factory=RNGStream)
+    label: str = ""  # console prefix when several students train side by side
+    optimizer: Any = None
+    step: Optional[nn.Module] = None
+    logger: Any = None
+    own_logger: bool = True
+    start_epoch: int = 1
+    best_acc: float = 0.0
+    base_lr: float = 0.0
+    facts: Dict[str, Any] = field(default_factory=dict)  # saved next to the options (teacher name, world size)
+    teacher_state: Optional[Dict[str, torch.Tensor]] = None  # a stateful teacher's state from the resumed checkpoint
+    finished: bool = False  # its checkpoint had already reached --epochs: skipped, nothing in its folder written
+    result: Dict[str, float] = field(default_factory=dict)
+
+
+def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distiller, optimizer, opt,
+               device: torch.device, weights: Dict[str, float], teacher: Optional[nn.Module] = None,
+               step: Optional[nn.Module] = None):
+    """One optimisation step on ``batch``: forward(s), weighted loss, backward, optimizer step.
+
+    Returns ``(batch, out_s, terms, loss)``; ``batch`` carries the input as the networks saw it and ``out_s``
+    the student's logits. The training loop runs the same code (:func:`step_runs`).
+    """
+    run = StudentRun(opt, student, distiller, optimizer=optimizer,
+                     step=step if step is not None else StudentStep(student, distiller))
+    batch, [(loss, terms, logits)] = step_runs(batch, epoch, [run], [weights], opt, device, teacher)
+    return batch, Outputs(logits=logits), terms, loss
+
+
+def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[Dict[str, float]], opt,
+              device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
+    """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
+
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run.
+    """
+    x = prepare_input(batch.x, use_channels_last(opt, device))
+    batch = replace(batch, x=x)
+    out_t = {}
+    if teacher is not None:
+        # every run's need, from one teacher forward
+        with autocast_for(opt, device):
+            out_t = teacher_outputs(teacher, x, {r.distiller.teacher_features for r in runs})
+    scale = shard_loss_scale(batch, world_size)
+    results = []
+    for r, w in zip(runs, weights):
+        with r.rng.active():
+            results.append(optimize(r.step, r.optimizer, x, out_t.get(r.distiller.teacher_features), batch, epoch,
+                                    w, r.opt, device, scale))
+    return batch, results
