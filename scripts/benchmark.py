@@ -4,7 +4,7 @@
     python scripts/benchmark.py --device cpu --warmup 2 --steps 5 --methods kd,crd --pipeline both
 
 Each row times ``--steps`` optimisation steps (after ``--warmup`` untimed ones) of exactly the toolkit's step
-(``helper.loops.step_runs``: forward of student and teacher, the method's loss, backward, SGD), with the
+(``engine.step.step_runs``: forward of student and teacher, the method's loss, backward, SGD), with the
 networks, distiller and optimizer built as train_teacher.py / train_student.py build them. The teacher has
 random weights (saved to a temporary ``<arch>_vanilla/ckpt_epoch_240.pth`` and loaded the usual way); the
 speed does not depend on them.
@@ -55,17 +55,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import train_student  # noqa: E402
+from assembly.options import parse_configurations, parse_teacher_options  # noqa: E402
+from assembly.student import build_configuration_runs, build_teacher  # noqa: E402
 from dataset.cifar import CIFAR100_MEAN, CIFAR100_STD  # noqa: E402
 from dataset.core import DataBundle, TensorImageSet, build_dataset  # noqa: E402
 from distiller_zoo import DistillContext, build_distiller  # noqa: E402
-from distiller_zoo.base import Batch  # noqa: E402
+from engine.compile import compile_network, compile_step, uses_cuda_graphs  # noqa: E402
+from engine.epoch import EpochMeter  # noqa: E402
+from engine.fit import build_optimizer  # noqa: E402
+from engine.forward import use_channels_last  # noqa: E402
+from engine.step import StudentRun, StudentStep, begin_train_epoch, loss_weights, step_runs  # noqa: E402
+from engine.teacher import Teacher  # noqa: E402
 from helper.checkpoint import save_checkpoint  # noqa: E402
-from helper.loops import (EpochMeter, StudentRun, StudentStep, begin_train_epoch, build_optimizer,  # noqa: E402
-                          compile_network, compile_step, loss_weights, step_runs, use_channels_last,
-                          uses_cuda_graphs)
+from helper.option import str2bool  # noqa: E402
+from helper.types import Batch  # noqa: E402
 from helper.util import accuracy  # noqa: E402
-from helper.options import parse_teacher_options, str2bool  # noqa: E402
 from helper.run import place_model  # noqa: E402
 from helper.util import select_device, set_seed  # noqa: E402
 from models import build_model  # noqa: E402
@@ -174,12 +178,11 @@ def our_batches(data: DataBundle, args) -> Iterator[Batch]:
 
 def build_teacher_training(args, data, device, pipeline):
     """As train_teacher.py: the teacher arch trained with the plain cross-entropy distiller 'ce'."""
+    # the speed options before the network is placed (channels-last or not)
     opt = parse_teacher_options(["--model", args.model_t, "--batch_size", str(args.batch_size),
-                                 "--device", str(device), "--seed", str(args.seed)])
-    apply_speed_options(opt, args, pipeline)  # before the network is placed (channels-last or not)
+                                 "--device", str(device), "--seed", str(args.seed)] + speed_flags(args, pipeline))
     model = place_model(build_model(opt.model, num_classes=data.num_classes), device, opt)
-    opt.gamma, opt.alpha, opt.beta = 1.0, 0.0, 0.0
-    distiller = build_distiller("ce", DistillContext(opt, model, None, num_classes=data.num_classes,
+    distiller = build_distiller("ce", DistillContext((), model, None, num_classes=data.num_classes,
                                                      device=device)).to(device)
     return opt, None, model, distiller
 
@@ -187,9 +190,10 @@ def build_teacher_training(args, data, device, pipeline):
 def trials_row(method, args, data, device, path_t) -> Dict:
     """``--trials N`` students of ``method`` stepping on the same batches; ms and images/s per student."""
     set_seed(args.seed)
-    opt, teacher, student, distiller = build_method(method, args, data, device, path_t, "ours")
-    opt.trials = args.trials
-    runs = train_student.build_trials(opt, data, device, teacher, student, distiller)
+    config = method_configuration(method, args, device, path_t, "ours", ["--trials", str(args.trials)])
+    opt = config.options
+    teacher = build_teacher(opt, data, device)
+    runs = build_configuration_runs(config, data, device, teacher, side_by_side=False)
     batches = our_batches(data, args)
     elapsed, ops = time_steps(batches, opt, runs, teacher, device, args.warmup, args.steps)
     elapsed /= args.trials
@@ -203,15 +207,20 @@ def trials_row(method, args, data, device, path_t) -> Dict:
 
 
 def build_method(method, args, data, device, path_t, pipeline):
-    """As train_student.py: its option parser and build_distillation with a teacher checkpoint, the networks
+    """As train_student.py: its option parser, build_teacher and build_configuration_runs with a teacher checkpoint, the networks
     placed as ``pipeline`` runs them (RepDistiller's NCHW for the dataloader row, also on CUDA)."""
+    config = method_configuration(method, args, device, path_t, pipeline)
+    opt = config.options
+    teacher = build_teacher(opt, data, device)
+    [run] = build_configuration_runs(config, data, device, teacher, side_by_side=False)
+    return opt, teacher, run.student, run.distiller
+
+
+def method_configuration(method, args, device, path_t, pipeline, extra=()):
     argv = ["--path_t", path_t, "--model_s", args.model_s, "--distill", method,
             "--batch_size", str(args.batch_size), "--device", str(device), "--seed", str(args.seed),
-            "--nce_k", str(args.nce_k)]
-    opt = train_student.parse_options(argv)
-    apply_speed_options(opt, args, pipeline)
-    teacher, student, distiller = train_student.build_distillation(opt, data, device)
-    return opt, teacher, student, distiller
+            "--nce_k", str(args.nce_k)] + speed_flags(args, pipeline) + list(extra)
+    return parse_configurations(argv)[0]
 
 
 def random_teacher_checkpoint(arch: str, num_classes: int, folder: str) -> str:
@@ -228,13 +237,15 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def apply_speed_options(opt, args, pipeline: str) -> None:
+def speed_flags(args, pipeline: str) -> List[str]:
     """The ``ours`` rows take --amp/--channels_last/--compile; the dataloader row stays RepDistiller's."""
     ours = pipeline == "ours"
-    opt.amp = bool(args.amp) and ours
-    opt.channels_last = args.channels_last if ours else False
-    opt.compile = bool(args.compile) and ours
-    opt.compile_mode = args.compile_mode
+    flags = ["--amp", str(bool(args.amp) and ours), "--compile", str(bool(args.compile) and ours),
+             "--compile_mode", args.compile_mode]
+    channels_last = args.channels_last if ours else False
+    if channels_last is not None:
+        flags += ["--channels_last", str(channels_last)]
+    return flags
 
 
 def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, device, warmup: int, steps: int,
@@ -255,7 +266,9 @@ def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, d
         r.optimizer = build_optimizer(r.student, r.distiller, r.opt, device)
         r.step = StudentStep(r.student, r.distiller)
         compile_step(r.step, opt, device)
-        begin_train_epoch(1, r.student, r.distiller, r.opt, teacher)
+        begin_train_epoch(r.student, r.distiller)
+    if teacher is not None:
+        Teacher.of(teacher).begin_epoch(1, opt.epochs)
     weights = [loss_weights(r.opt) for r in runs]
     meters = [EpochMeter(device) for _ in runs]
 

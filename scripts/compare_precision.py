@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import train_student  # noqa: E402
-import train_teacher  # noqa: E402
+from assembly.scratch import train_from_scratch  # noqa: E402
+from assembly.student import distill  # noqa: E402
 
 VARIANTS = {"fp32": [], "bf16": ["--amp"], "compile": ["--compile"], "bf16+compile": ["--amp", "--compile"]}
 
@@ -65,12 +65,12 @@ def main(argv=None):
     path_t = args.path_t
     if path_t is None:
         save = os.path.join(args.save_dir, "teacher")
-        train_teacher.main(common + ["--model", args.model_t, "--save_dir", save, "--trial", "precision"])
+        train_from_scratch(common + ["--model", args.model_t, "--save_dir", save, "--trial", "precision"])
         path_t = os.path.join(save, "models", f"{args.model_t}_{args.dataset}_lr_0.05_decay_0.0005_trial_precision",
                               f"{args.model_t}_last.pth")
     results = {}
     for variant in args.variants:
-        out = train_student.main(common + ["--path_t", path_t, "--distill", "kd", "--model_s", args.model_s,
+        out = distill(common + ["--path_t", path_t, "--distill", "kd", "--model_s", args.model_s,
                                            "-r", "0.1", "-a", "0.9", "-b", "0", "--trials", str(args.trials),
                                            "--save_dir", os.path.join(args.save_dir, variant)]
                                  + VARIANTS[variant])

@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import train_student  # noqa: E402
-import train_teacher  # noqa: E402
+from assembly.scratch import train_from_scratch  # noqa: E402
+from assembly.student import distill  # noqa: E402
 from models import build_model  # noqa: E402
 
 
@@ -36,12 +36,12 @@ def main(argv=None):
               "--overwrite"]  # running the quickstart again retrains its three runs
     t0 = time.time()
     print(f"== 1/3 teacher {args.teacher}", flush=True)
-    teacher = train_teacher.main(common + ["--model", args.teacher, "--trial", "quickstart"])
+    teacher = train_from_scratch(common + ["--model", args.teacher, "--trial", "quickstart"])
     t_dir = os.path.join(args.save_dir, "models", f"{args.teacher}_digits_lr_0.05_decay_0.0005_trial_quickstart")
     print(f"== 2/3 student {args.student} from scratch", flush=True)
-    scratch = train_teacher.main(common + ["--model", args.student, "--trial", "quickstart"])
+    scratch = train_from_scratch(common + ["--model", args.student, "--trial", "quickstart"])
     print(f"== 3/3 student {args.student} distilled with KD", flush=True)
-    kd = train_student.main(common + ["--path_t", os.path.join(t_dir, f"ckpt_epoch_{e}.pth"),
+    kd = distill(common + ["--path_t", os.path.join(t_dir, f"ckpt_epoch_{e}.pth"),
                                       "--distill", "kd", "--model_s", args.student,
                                       "-r", "0.1", "-a", "0.9", "-b", "0", "--trial", "quickstart"])
     rows = [("teacher", args.teacher, teacher), ("student, from scratch", args.student, scratch),

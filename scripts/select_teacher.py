@@ -49,12 +49,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset import build_dataset  # noqa: E402
 from helper.checkpoint import load_checkpoint, load_weights, snapshot_paths  # noqa: E402
-from helper.ensemble import teacher_arch  # noqa: E402
-from helper.options import add_debug_flag  # noqa: E402
-from helper.recipe import NORMALIZATIONS, set_normalization  # noqa: E402
+from engine.teacher import teacher_name_from_path  # noqa: E402
+from assembly.options import DEBUG  # noqa: E402
+from dataset import NORMALIZATIONS, set_normalization  # noqa: E402
 from helper.util import select_device  # noqa: E402
 from models import build_model  # noqa: E402
-from search import stratified_holdout, subset  # noqa: E402
+from assembly.search import stratified_holdout, subset  # noqa: E402
 
 CRITERIA = ("score", "acc", "mi", "entropy", "-nll", "-ece")
 
@@ -177,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the ranked rows to this file")
-    add_debug_flag(p)
+    DEBUG.add_to(p)
     return p
 
 
@@ -191,7 +191,7 @@ def main(argv=None) -> Dict:
     if not snaps:
         raise FileNotFoundError(f"no ckpt_epoch_N.pth snapshots in '{opt.run_dir}' (train the teacher with "
                                 f"--save_freq N to keep them)")
-    arch = teacher_arch(os.path.join(opt.run_dir, "x"), opt.model)
+    arch = opt.model or teacher_name_from_path(os.path.join(opt.run_dir, "x"))
     data = build_dataset(opt.dataset, opt.data_root, device)
     states = [(e, p, load_checkpoint(p)) for e, p in snaps]
     norm = opt.data_norm

@@ -1,0 +1,87 @@
+"""validation.py's evaluation of a checkpoint on the test split (options default from the checkpoint's)."""
+from __future__ import annotations
+
+import argparse
+
+from dataset import NORMALIZATIONS, available_datasets, build_dataset, set_normalization
+from engine.evaluate import EvalSettings, validate
+from helper.checkpoint import load_checkpoint, load_weights
+from helper.multihead import is_multi_exit
+from helper.option import str2bool
+from helper.run import place_model
+from helper.util import select_device
+from models.ambb import normalize_block_type
+from models.multi_resnet import BYOT_MODELS, drop_unused_downsample
+
+from .deploy import build_for_state_dict, is_deployed, read_weights
+from .options import DEBUG
+
+
+def parser():
+    p = argparse.ArgumentParser("evaluate a checkpoint")
+    p.add_argument("--model", type=str, required=True, help="architecture name (see models.model_dict)")
+    p.add_argument("--model_path", type=str, required=True,
+                   help="checkpoint holding 'model', 'state_dict' or a plain state dict (or .hdf5 weights)")
+    p.add_argument("--dataset", type=str, default=None, choices=available_datasets(),
+                   help="default: the data set the checkpoint was trained on, else cifar100")
+    p.add_argument("--data_root", type=str, default="./data")
+    p.add_argument("--batch_size", type=int, default=256, dest="test_batch_size")
+    p.add_argument("--device", type=str, default="auto")
+    p.add_argument("-t", "--blocktype", type=str, default="AMBB",
+                   help="conv+BN block of rep* models: AMBB (alias ACTDB) or base")
+    p.add_argument("--deploy_flag", type=str2bool, default=None,
+                   help="True: fused (deploy) rep* model, False: training-time form; default: from the keys")
+    p.add_argument("--block_depth", type=str, default=None,
+                   help="blocks per stage of a my* model, e.g. 3,7,2 (default: the checkpoint's, else nominal)")
+    p.add_argument("--data_norm", type=str, default=None, choices=sorted(NORMALIZATIONS),
+                   help="input normalisation (default: the one the checkpoint was trained with, else the data set's)")
+    DEBUG.add_to(p)
+    return p
+
+
+def stored_options(path: str) -> dict:
+    """The options a toolkit checkpoint was trained with ({} for other files, which carry none)."""
+    try:
+        state = load_checkpoint(path)
+    except (ValueError, OSError):
+        return {}
+    opts = state.get("opt") if isinstance(state, dict) else None
+    return opts if isinstance(opts, dict) else {}
+
+
+def evaluate_checkpoint(opt):
+    """Build the model that fits ``opt.model_path``, load it and score it; prints one line (and every exit's)."""
+    device = select_device(opt.device)
+    block_type = normalize_block_type(opt.blocktype)
+    stored = stored_options(opt.model_path)
+    dataset = opt.dataset or stored.get("dataset") or "cifar100"
+    block_depth = opt.block_depth if opt.block_depth is not None else stored.get("block_depth")
+    sd = read_weights(opt.model_path)
+    data = build_dataset(dataset, opt.data_root, device)
+    set_normalization(data, opt.data_norm or stored.get("data_norm"))
+    if opt.model in BYOT_MODELS:
+        sd = drop_unused_downsample(sd)
+    model = build_for_state_dict(opt.model, data.num_classes, sd, block_type=block_type, deploy=opt.deploy_flag,
+                                 block_depth=block_depth)
+    try:
+        load_weights(model, sd, opt.model, source=f"'{opt.model_path}'")
+    except ValueError as exc:
+        if model.block_depth is None:
+            raise
+        # my* models of one name differ only in their blocks per stage, which only the training run knew
+        raise ValueError(f"{exc} A {opt.model} built with --block_depth "
+                         f"{','.join(str(d) for d in model.block_depth)}: give the --block_depth it was trained "
+                         "with.") from None
+    model = place_model(model, device)
+    res = validate(model, data.test, EvalSettings(test_batch_size=opt.test_batch_size), device)
+    res["params"] = sum(p.numel() for p in model.parameters())
+    res["deploy"] = is_deployed(model)
+    form = " (deploy form)" if res["deploy"] else ""
+    print(f"{opt.model}{form}, {res['params']:,} parameters, on {dataset} test ({len(data.test)} images): "
+          f"top-1 {res['acc']:.2f}  top-5 {res['acc_top5']:.2f}  loss {res['loss']:.4f}")
+    if is_multi_exit(model):
+        n = sum(1 for k in res if k.startswith("acc_c"))
+        print("  ".join(f"classifier {k}/{n} {res[f'acc_c{k}']:.2f}" for k in range(1, n + 1))
+              + f"  ensemble {res['acc_ensemble']:.2f}")
+    return res
+
