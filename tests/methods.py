@@ -1,13 +1,35 @@
-"""Shared by the method tests: a student, a teacher and a method built as train_student.py builds them."""
-from types import SimpleNamespace
-
+"""Shared by the method tests: typed method options, and a student, a teacher and a method built as
+assembly.student builds them."""
 import torch
 
-from distiller_zoo import DistillContext, build_distiller
+from distiller_zoo import REGISTRY, DistillContext, build_distiller
 from models import build_model
 
 
-def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, opt=None):
+def method_class(name_or_cls):
+    return REGISTRY[name_or_cls] if isinstance(name_or_cls, str) else name_or_cls
+
+
+def method_options(name_or_cls, **overrides):
+    """The method's typed options (its declared defaults, then ``overrides``).
+
+    An override the method does not declare raises TypeError: a test must not believe it set something the
+    method never reads.
+    """
+    return method_class(name_or_cls).options_type()(**overrides)
+
+
+def options_among(name_or_cls, **values):
+    """The method's typed options taking from ``values`` only what it declares.
+
+    For fixtures that hold one set of values for many methods (each method gets the part it reads).
+    """
+    cls = method_class(name_or_cls)
+    declared = {o.name for o in cls.options}
+    return method_options(cls, **{k: v for k, v in values.items() if k in declared})
+
+
+def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, **overrides):
     """(student, eval-mode teacher, distiller), seeded, the method's modules sized from a dummy forward."""
     torch.manual_seed(0)
     s = build_model(student, num_classes=num_classes)
@@ -16,5 +38,5 @@ def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, o
     with torch.no_grad():
         feat_s = list(s(probe, is_feat=True)[0])
         feat_t = list(t(probe, is_feat=True)[0])
-    ctx = DistillContext(opt or SimpleNamespace(kd_T=4), s, t, feat_s, feat_t, num_classes=num_classes)
+    ctx = DistillContext(method_options(method, **overrides), s, t, feat_s, feat_t, num_classes=num_classes)
     return s, t, build_distiller(method, ctx)

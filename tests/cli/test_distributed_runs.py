@@ -17,15 +17,14 @@ import torch
 
 import train_student
 import train_teacher
-from dataset import build_dataset
+from assembly.options import parse_configurations
+from assembly.student import build_student_runs
 from dataset.cifar import write_cifar_format
+from engine.fit import fit_runs
 from helper import distributed as D
 from tests.spawn import free_port, spawn_and_wait
 from helper.checkpoint import load_checkpoint
 from helper.logging import read_metrics
-from helper.loops import fit_runs
-from helper.recipe import set_normalization
-from helper.run import setup_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORLD = 2
@@ -225,12 +224,9 @@ def _fit_worker(rank, port, argv, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     try:
-        opt = train_student.parse_options(argv)
-        device = setup_run(opt)
-        data = build_dataset(opt.dataset, opt.data_root, device)
-        set_normalization(data, opt.data_norm)
-        teacher, student, distiller = train_student.build_distillation(opt, data, device)
-        runs = train_student.build_trials(opt, data, device, teacher, student, distiller)
+        # process group, seeds, data, normalisation, teacher and runs, as train_student.py builds them
+        plan = build_student_runs(parse_configurations(argv))
+        opt, data, device, teacher, runs = plan.options, plan.data, plan.device, plan.teacher, plan.runs
         distiller = runs[0].distiller
         initial = {k: v.clone() for k, v in distiller.state_dict().items()}
         # The end of every epoch broadcasts rank 0's buffers, memory banks included, which would hide banks
@@ -245,7 +241,7 @@ def _fit_worker(rank, port, argv, out_dir):
         distiller.epoch_metrics = metrics_after_snapshot
         fit_runs(runs, opt, data, device, teacher)
         # prepare_run may swap the student's BatchNorm modules, so read the networks back from the run
-        torch.save({"world_size": opt.world_size, "initial": initial, "trained": trained,
+        torch.save({"world_size": runs[0].facts["world_size"], "initial": initial, "trained": trained,
                     "distiller": distiller.state_dict(), "student": runs[0].student.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:

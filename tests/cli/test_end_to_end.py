@@ -12,7 +12,7 @@ import validation
 from helper.checkpoint import load_checkpoint
 from helper.logging import read_metrics
 
-from .conftest import common_args
+from tests.conftest import common_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

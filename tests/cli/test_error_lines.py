@@ -19,7 +19,7 @@ from helper.checkpoint import load_checkpoint, save_checkpoint
 from helper.run import EXIT_SIGINT, EXIT_SIGTERM, run_cli
 from models import build_model
 
-from .conftest import common_args
+from tests.conftest import common_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_FOLDER = "resnet8_cifar100_lr_0.05_decay_0.0005_trial_0"
@@ -68,15 +68,15 @@ def test_interrupt_outside_training_is_one_line(capsys):
 
 
 def test_debug_is_an_option_of_every_entry_script():
-    import search
-    import validation
-    from helper.options import student_parser, teacher_parser
+    from assembly.evaluate import parser as validation_parser
+    from assembly.options import student_parser, teacher_parser
+    from assembly.search import search_parser
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     try:
         import select_teacher
     finally:
         sys.path.remove(os.path.join(ROOT, "scripts"))
-    for parser in (teacher_parser(), student_parser(), search.search_parser(), validation.parser(),
+    for parser in (teacher_parser(), student_parser(), search_parser(), validation_parser(),
                    convert.parser(), select_teacher.parser()):
         assert any("--debug" in a.option_strings for a in parser._actions), parser.prog
 

@@ -10,9 +10,10 @@ import train_student
 import train_teacher
 from helper.checkpoint import load_checkpoint
 from helper.logging import read_metrics
-from helper.trials import RNGStream, trial_id, trial_options
+from assembly.options import parse_configurations, parse_student_options, trial_id, trial_options
+from helper.rng import RNGStream
 
-from .conftest import common_args
+from tests.conftest import common_args
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def assert_same_state(a, b):
 def test_trial_ids_and_options():
     assert [trial_id("1", i) for i in range(3)] == ["1", "2", "3"]
     assert [trial_id("abl", i) for i in range(3)] == ["abl", "abl_1", "abl_2"]
-    base = train_student.parse_options(["--seed", "7", "--trial", "1", "--trials", "3", "--path_t", "x"])
+    base = parse_student_options(["--seed", "7", "--trial", "1", "--trials", "3", "--path_t", "x"])
     own = trial_options(base, 2)
     assert (own.seed, own.trial, own.data_seed, own.trials) == (9, "3", 7, 1)
     assert (base.seed, base.trial, base.trials) == (7, "1", 3)
@@ -158,20 +159,54 @@ def test_several_methods_side_by_side_equal_runs_of_their_own(tiny_cifar, teache
 
 
 def test_student_grid_with_trials_and_refusals(tmp_path):
-    configs = train_student.parse_configurations(["--model_s", "resnet8,MobileNetV2", "--distill", "kd,attention",
-                                                  "--path_t", "x", "--trials", "2"])
+    configs = [c.options for c in parse_configurations(["--model_s", "resnet8,MobileNetV2",
+                                                         "--distill", "kd,attention", "--path_t", "x",
+                                                         "--trials", "2"])]
     assert [(c.model_s, c.distill) for c in configs] == [("resnet8", "kd"), ("resnet8", "attention"),
                                                           ("MobileNetV2", "kd"), ("MobileNetV2", "attention")]
     # each configuration gets RepDistiller's default lr of its student
     assert [c.learning_rate for c in configs] == [0.05, 0.05, 0.01, 0.01]
-    with pytest.raises(SystemExit, match="own recipe"):
-        train_student.parse_configurations(["--distill", "kd,checkpointkd", "--path_t", "x"])
+    # checkpointkd's recipe sets its own epochs and batch size, which runs side by side must share
+    with pytest.raises(SystemExit, match="share --epochs"):
+        parse_configurations(["--distill", "kd,checkpointkd", "--path_t", "x"])
+    # a recipe option the runs need not share (kdrefine's learning rate) stays each run's own
+    lrs = [c.options.learning_rate for c in parse_configurations(["--distill", "kd,kdrefine", "--path_t", "x"])]
+    assert lrs == [0.05, 0.01]
     with pytest.raises(SystemExit, match="with and without a teacher"):
-        train_student.parse_configurations(["--distill", "kd,byot", "--model_s", "multi_resnet18_kd",
+        parse_configurations(["--distill", "kd,byot", "--model_s", "multi_resnet18_kd",
                                             "--epochs", "1", "--batch_size", "64", "--learning_rate", "0.1",
                                             "--lr_decay_epochs", "1", "--kd_T", "3", "--data_norm", "byot",
                                             "--lr_decay_rate", "0.1", "--weight_decay", "5e-4"])
     with pytest.raises(SystemExit, match="--test 1"):
-        train_student.parse_configurations(["--distill", "kd,crd", "--test", "1"])
+        parse_configurations(["--distill", "kd,crd", "--test", "1"])
     with pytest.raises(SystemExit, match="--resume auto"):
-        train_student.parse_configurations(["--distill", "kd,crd", "--resume", "x.pth"])
+        parse_configurations(["--distill", "kd,crd", "--resume", "x.pth"])
+
+
+def test_methods_with_their_own_learning_rates_train_side_by_side(tiny_cifar, teacher_ckpt, tmp_path, capsys):
+    # kdrefine's recipe sets lr 0.01, kd takes RepDistiller's 0.05: neither is shared, so each run keeps its own
+    base = ["--dataset", "cifar100", "--data_root", tiny_cifar, "--device", "cpu", "--path_t", teacher_ckpt,
+            "--model_s", "resnet8", "--seed", "5", "--save_freq", "1"]
+    res = train_student.main(base + ["--save_dir", str(tmp_path / "pair"), "--epochs", "1", "--batch_size", "32",
+                                     "--distill", "kd,kdrefine"])
+    out = capsys.readouterr().out
+    assert "[resnet8 kd trial 1] epoch 1/1" in out and "[resnet8 kdrefine trial 1] epoch 1/1" in out
+    assert "resnet8 kdrefine: defaults not given as flags: --distill kdrefine: " in out
+    runs = {os.path.basename(r["run_dir"]): r["run_dir"] for r in res["trials"]}
+    assert sorted(runs) == ["S_resnet8_T_resnet8_cifar100_kd_r_0.1_a_0.9_b_0.0_1",
+                            "S_resnet8_T_resnet8_cifar100_kdrefine_r_0.1_a_0.9_b_0.0_1"]
+    lr = {name.split("_")[5]: read_metrics(path)[0]["lr"] for name, path in runs.items()}
+    assert lr == {"kd": 0.05, "kdrefine": 0.01}
+    summary = json.load(open(os.path.join(runs["S_resnet8_T_resnet8_cifar100_kdrefine_r_0.1_a_0.9_b_0.0_1"],
+                                          "summary.json")))
+    assert summary["options"]["learning_rate"] == 0.01
+
+    # checkpointkd's recipe sets --epochs 200 and --batch_size 128, which the pair would have to share
+    pair = base + ["--save_dir", str(tmp_path / "ckd"), "--distill", "kd,checkpointkd"]
+    with pytest.raises(SystemExit, match="share --epochs") as refused:
+        train_student.main(pair)
+    assert "give --epochs explicitly" in str(refused.value)
+    res = train_student.main(pair + ["--epochs", "1", "--batch_size", "32"])
+    lr = {os.path.basename(r["run_dir"]).split("_")[5]: read_metrics(r["run_dir"])[0]["lr"] for r in res["trials"]}
+    # each keeps its own learning rate: RepDistiller's 0.05 and checkpointkd's recipe 0.1
+    assert lr == {"kd": 0.05, "checkpointkd": 0.1}

@@ -7,8 +7,11 @@ import torch
 
 import distiller_zoo
 import train_student
+from assembly.options import parse_student_options
 from dataset import DataBundle, TensorImageSet
 from dataset.cifar import write_cifar_format
+from distiller_zoo import POST
+from engine.forward import forward
 from helper.checkpoint import save_checkpoint
 from helper.logging import read_metrics
 from models import build_model
@@ -87,37 +90,36 @@ def test_each_method_runs_end_to_end(micro, method):
 
 def _fixed_batch_setup(method, teacher_name, student_name):
     torch.manual_seed(0)
-    opt = train_student.parse_student_options(["--distill", method, "--model_s", student_name, "--path_t", "x",
-                                               "--nce_k", "8", "--feat_dim", "16", "--model_t", teacher_name])
+    # the loss weights come resolved: the method's -r/-a/-b when none is given
+    opt = parse_student_options(["--distill", method, "--model_s", student_name, "--path_t", "x",
+                                 "--nce_k", "8", "--feat_dim", "16", "--model_t", teacher_name])
     imgs = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
     split = TensorImageSet(imgs, torch.arange(24) % 12, (0.5,) * 3, (0.25,) * 3)
     data = DataBundle("cifar100", split, split, 100)
     cls = distiller_zoo.REGISTRY[method]
-    train_student.resolve_loss_weights(opt, cls.default_weights)
     teacher = calibrated_teacher(teacher_name)
     torch.manual_seed(1)
     student = build_model(student_name)
     probe = torch.randn(2, 3, 32, 32)
     student.eval()
     with torch.no_grad():
-        fs, _ = student(probe, is_feat=True, preact=cls.needs_preact)
-        ft, _ = teacher(probe, is_feat=True, preact=cls.needs_preact)
-    ctx = distiller_zoo.DistillContext(opt, student, teacher, list(fs), list(ft), train_targets=split.targets,
-                                       num_classes=100)
+        fs = forward(student, probe, cls.student_features or POST).feats
+        ft = forward(teacher, probe, cls.teacher_features or POST).feats
+    ctx = distiller_zoo.DistillContext(cls.select_options(opt), student, teacher, list(fs), list(ft),
+                                       train_targets=split.targets, num_classes=100, student_name=student_name)
     return opt, data, teacher, student, cls(ctx)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_decreases_on_a_fixed_batch(method):
-    from helper.loops import forward
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet32x4", "resnet8x4")
     batch = next(data.train.train_batches(8, 0, 1, augment=False))
     init = d.init_modules(student)
     if init is not None and method in ("abound", "fsp"):
         # the method's distillation happens in the init stage (RepDistiller): train that
         params = torch.nn.ModuleList(init).parameters()
-        loss_fn = lambda: d.init_loss(forward(student, batch.x, True, d.needs_preact),  # noqa: E731
-                                      forward(teacher, batch.x, True, d.needs_preact), batch)
+        loss_fn = lambda: d.init_loss(forward(student, batch.x, d.student_features),  # noqa: E731
+                                      forward(teacher, batch.x, d.teacher_features), batch)
         student.eval()
         lr = 0.002  # FSP/AB init losses are unnormalised (O(10)); 0.01 with momentum overshoots in 12 steps
     else:
@@ -126,15 +128,16 @@ def test_loss_decreases_on_a_fixed_batch(method):
             popt = torch.optim.SGD(torch.nn.ModuleList(init).parameters(), lr=0.01)
             for _ in range(3):
                 popt.zero_grad()
-                d.init_loss(forward(student, batch.x, True), forward(teacher, batch.x, True), batch).backward()
+                d.init_loss(forward(student, batch.x, d.student_features),
+                            forward(teacher, batch.x, d.teacher_features), batch).backward()
                 popt.step()
         params = list(student.parameters()) + [p for m in d.trainable_modules() for p in m.parameters()]
         weights = {"ce": opt.gamma, "kl": opt.alpha, "kd": opt.beta}  # the method's recipe
 
         def loss_fn():
             with torch.no_grad():
-                out_t = forward(teacher, batch.x, d.needs_feats, d.needs_preact)
-            terms = d.loss(forward(student, batch.x, d.needs_feats, d.needs_preact), out_t, batch, 1)
+                out_t = forward(teacher, batch.x, d.teacher_features)
+            terms = d.loss(forward(student, batch.x, d.student_features), out_t, batch, 1)
             return sum(weights[k] * v for k, v in terms.items())
         student.train()
     optim = torch.optim.SGD(params, lr=lr, momentum=0.9)

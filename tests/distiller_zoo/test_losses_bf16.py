@@ -15,7 +15,7 @@ from distiller_zoo import (ABLoss, Attention, Correlation, DistillKL, DKDLoss, F
                            NSTLoss, PKT, RKDLoss, Similarity, VIDLoss, ickd_loss, kd_kl, milestone_loss,
                            normalize_logits)
 from distiller_zoo.base import Batch, Outputs, float32_outputs
-from helper.loops import StudentStep
+from engine.step import StudentStep
 from tests.methods import built_method
 
 B = 8

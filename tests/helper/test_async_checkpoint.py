@@ -9,7 +9,7 @@ import helper.checkpoint_writer as writer_module
 import train_teacher
 from helper.checkpoint import load_checkpoint
 from helper.checkpoint_writer import CheckpointWriter, host_copy
-from tests.cli.conftest import common_args, tiny_cifar  # noqa: F401 (a fixture)
+from tests.conftest import common_args
 
 RUN = os.path.join("models", "resnet8_cifar100_lr_0.05_decay_0.0005_trial_0")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
-from helper.teacher import get_teacher_name, load_teacher
+from engine.teacher import load_teacher
 from models import build_model
 
 
@@ -37,8 +37,8 @@ def test_repdistiller_checkpoint_with_module_prefix(tmp_path):
     folder = tmp_path / "resnet8_vanilla"
     folder.mkdir()
     torch.save({"model": sd, "epoch": 240}, folder / "ckpt_epoch_240.pth")
-    name, t = load_teacher(str(folder / "ckpt_epoch_240.pth"), 100, torch.device("cpu"))
-    assert name == "resnet8"
+    t = load_teacher(str(folder / "ckpt_epoch_240.pth"), 100, torch.device("cpu"))
+    assert t.arch == "resnet8" and len(t.members) == 1
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(t(x), m(x))
     assert not any(p.requires_grad for p in t.parameters())
@@ -66,20 +66,3 @@ def test_no_state_dict_and_missing_file(tmp_path):
         extract_state_dict(load_checkpoint(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(str(tmp_path / "nothing.pth"))
-
-
-@pytest.mark.parametrize("path,name", [
-    ("save/models/resnet32x4_vanilla/ckpt_epoch_240.pth", "resnet32x4"),
-    ("save/models/wrn_40_2_vanilla/ckpt_epoch_240.pth", "wrn_40_2"),
-    ("save/models/ResNet50_vanilla/ckpt_epoch_240.pth", "ResNet50"),
-    ("save/models/mywrn_16_2_cifar100_lr_0.05_decay_0.0005_trial_0/ckpt_epoch_240.pth", "mywrn_16_2"),
-    ("save/models/MobileNetV2_cifar100_lr_0.01_decay_0.0005_trial_0/MobileNetV2_best.pth", "MobileNetV2"),
-    ("save/models/resnet110_cifar100_lr_0.05_decay_0.0005_trial_0/ckpt_epoch_240.pth", "resnet110"),
-])
-def test_teacher_name_parsing(path, name):
-    assert get_teacher_name(path) == name
-
-
-def test_teacher_name_unparseable_suggests_model_t():
-    with pytest.raises(ValueError, match="--model_t"):
-        get_teacher_name("save/mystery/ckpt.pth")

@@ -6,11 +6,10 @@ import pickle
 import pytest
 import torch
 
-import convert
 from helper import checkpoint
 from helper.checkpoint import load_checkpoint, load_weights, remove_stale_temporaries, save_checkpoint
-from helper.ensemble import resolve_teacher_paths
-from helper.teacher import get_teacher_name
+from assembly.deploy import read_weights
+from engine.teacher import resolve_teacher_paths, teacher_name_from_path
 from models import build_model
 
 
@@ -85,7 +84,7 @@ def test_malicious_checkpoint_runs_nothing(tmp_path, monkeypatch):
 def test_convert_reads_weights_with_the_same_diagnosis(tmp_path):
     path = write_bad_file(tmp_path, "html")
     with pytest.raises(ValueError, match=r"is not a PyTorch checkpoint \(starts with '<!DOCTYPE html>'"):
-        convert.read_weights(path)
+        read_weights(path)
 
 
 def test_folder_given_as_checkpoint(tmp_path):
@@ -105,7 +104,7 @@ def test_path_t_folder_suggests_its_checkpoints(tmp_path):
         resolve_teacher_paths(str(run))
     assert str(e.value) == expected
     with pytest.raises(IsADirectoryError) as e:
-        get_teacher_name(str(run))  # search.py's path; it used to parse the parent folder's name
+        teacher_name_from_path(str(run))  # search.py's path; it used to parse the parent folder's name
     assert str(e.value) == expected
 
 
@@ -181,7 +180,7 @@ def test_convert_names_a_bad_hdf5_file_and_a_folder(tmp_path):
     path = tmp_path / "w.h5"
     path.write_text("<html></html>")
     with pytest.raises(ValueError) as e:
-        convert.read_weights(str(path))
+        read_weights(str(path))
     assert str(e.value) == f"'{path}' is not a readable HDF5 file (starts with '<html></html>': a web page?)"
     with pytest.raises(IsADirectoryError, match=f"^'{tmp_path}' is a folder, not a checkpoint file$"):
-        convert.read_weights(str(tmp_path))
+        read_weights(str(tmp_path))

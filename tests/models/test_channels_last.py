@@ -4,8 +4,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import train_student
+from assembly.options import parse_configurations
+from assembly.student import build_student_side
 from dataset.core import TensorImageSet
+from engine.teacher import Teacher
 from models import build_model
 from models.ShuffleNetv2 import ShuffleBlock
 
@@ -46,10 +48,10 @@ def data_bundle(n=20):
 
 @pytest.mark.parametrize("channels_last", ["1", "0"])
 def test_the_distillers_modules_follow_the_networks_memory_format(channels_last):
-    opt = train_student.parse_configurations(["--model_s", "resnet8", "--distill", "factor", "--path_t", "t.pth",
-                                              "--device", "cpu", "--channels_last", channels_last])[0]
-    teacher = build_model("resnet8", num_classes=10)
-    student, distiller = train_student.build_student_side(opt, data_bundle(), torch.device("cpu"), teacher)
+    opt = parse_configurations(["--model_s", "resnet8", "--distill", "factor", "--path_t", "t.pth",
+                                "--device", "cpu", "--channels_last", channels_last])[0].options
+    teacher = Teacher.of(build_model("resnet8", num_classes=10))
+    student, distiller = build_student_side(opt, data_bundle(), torch.device("cpu"), teacher)
     # (a 1x1 kernel is both NCHW- and channels-last-contiguous, so only larger kernels tell)
     kernels = [p for p in distiller.parameters() if p.dim() == 4 and p.shape[-1] > 1]
     assert kernels  # FT's paraphraser and translator

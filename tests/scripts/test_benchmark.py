@@ -57,9 +57,10 @@ def test_benchmark_speed_flags_apply_to_our_rows_only(tmp_path):
     bench = _load_benchmark()
     from types import SimpleNamespace
     args = SimpleNamespace(amp=True, channels_last=True, compile=True, compile_mode="auto")
-    ours, baseline = SimpleNamespace(), SimpleNamespace()
-    bench.apply_speed_options(ours, args, "ours")
-    bench.apply_speed_options(baseline, args, "dataloader")
+    from assembly.options import parse_teacher_options
+    # the speed options reach the frozen options as flags of the row's parser
+    ours = parse_teacher_options(["--model", "resnet8"] + bench.speed_flags(args, "ours"))
+    baseline = parse_teacher_options(["--model", "resnet8"] + bench.speed_flags(args, "dataloader"))
     assert (ours.amp, ours.channels_last, ours.compile) == (True, True, True)
     # the DataLoader row is RepDistiller's configuration whatever the flags
     assert (baseline.amp, baseline.channels_last, baseline.compile) == (False, False, False)
@@ -111,7 +112,7 @@ def test_eager_op_counts_skip_compiled_regions_and_split_the_phases():
 def test_dataloader_row_builds_nchw_networks_where_the_default_is_channels_last(tmp_path, monkeypatch):
     """On CUDA the networks are built channels-last by default; RepDistiller's row must still run NCHW."""
     import torch
-    import train_student
+    import assembly.student
     from helper import run as helper_run
     bench = _load_benchmark()
 
@@ -120,7 +121,7 @@ def test_dataloader_row_builds_nchw_networks_where_the_default_is_channels_last(
         model = model.to(device)
         return model.to(memory_format=torch.channels_last) if flag is None or flag else model
 
-    monkeypatch.setattr(train_student, "place_model", cuda_like_place_model)
+    monkeypatch.setattr(assembly.student, "place_model", cuda_like_place_model)
     monkeypatch.setattr(bench, "place_model", cuda_like_place_model)
     monkeypatch.setattr(helper_run, "place_model", cuda_like_place_model)
     seen = []
@@ -128,7 +129,8 @@ def test_dataloader_row_builds_nchw_networks_where_the_default_is_channels_last(
 
     def spy(batches, opt, runs, teacher, *args, **kw):
         result = original(batches, opt, runs, teacher, *args, **kw)
-        nets = [r.student for r in runs] + ([teacher] if teacher is not None else [])
+        # the teacher is a Teacher wrapping its network now: look at that network's layers
+        nets = [r.student for r in runs] + ([teacher.feature_model] if teacher is not None else [])
         seen.append(["cl" if n.conv1.weight.is_contiguous(memory_format=torch.channels_last) else "nchw"
                      for n in nets])
         return result

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import train_student
+from assembly.options import parse_student_options, parse_teacher_options, student_parser, teacher_run_name
+from assembly.student import build_student_side, build_teacher
 from dataset import build_dataset
 from dataset.cifar import write_cifar_format
 from helper.checkpoint import load_checkpoint, save_checkpoint
@@ -43,9 +44,11 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
     table = {}
     for args in calls:
         assert args[0] == "train_student.py"
-        opt = train_student.parse_student_options(args[1:])
+        opt = parse_student_options(args[1:])
         assert opt.path_t == str(teacher) and opt.model_t == "resnet32x4" and opt.model_s == "resnet8x4"
-        table.setdefault(opt.distill, []).append((opt.gamma, opt.alpha, opt.beta))
+        # the weights as the line gives them (None: not given); parsing resolves the rest (-r: RepDistiller's 1)
+        given = student_parser().parse_args(args[1:])
+        table.setdefault(opt.distill, []).append((given.gamma, given.alpha, given.beta))
     assert table["kd"] == [(0.1, 0.9, 0.0)]
     assert table["crd"] == [(None, 0.0, 0.8), (None, 1.0, 0.8)]
     expected_beta = {"hint": 100, "attention": 1000, "similarity": 3000, "correlation": 0.02, "vid": 1, "rkd": 1,
@@ -57,11 +60,11 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
 
 
 def test_run_cifar_distill_takes_the_pair_and_finds_the_vanilla_scripts_teacher(tmp_path):
-    from helper.options import parse_teacher_options
     save = tmp_path / "save"
     # the folder train_teacher.py (and so run_cifar_vanilla.sh) writes a wrn_40_2 teacher to
-    run = save / "models" / parse_teacher_options(["--model", "wrn_40_2"]).model_name
-    unfinished = save / "models" / parse_teacher_options(["--model", "wrn_40_2", "--learning_rate", "0.01"]).model_name
+    run = save / "models" / teacher_run_name(parse_teacher_options(["--model", "wrn_40_2"]))
+    unfinished = save / "models" / teacher_run_name(parse_teacher_options(["--model", "wrn_40_2",
+                                                                           "--learning_rate", "0.01"]))
     unfinished.mkdir(parents=True)
     (unfinished / "wrn_40_2_last.pth").write_bytes(b"")  # no summary.json: still training, never used
     run.mkdir(parents=True)
@@ -72,7 +75,7 @@ def test_run_cifar_distill_takes_the_pair_and_finds_the_vanilla_scripts_teacher(
     assert proc.returncode == 0, proc.stderr
     assert len(calls) == 17
     for args in calls:
-        opt = train_student.parse_student_options(args[1:])
+        opt = parse_student_options(args[1:])
         assert (opt.path_t, opt.model_t, opt.model_s, opt.epochs) == (str(run / "wrn_40_2_last.pth"), "wrn_40_2",
                                                                       "wrn_16_2", 1)
 
@@ -113,8 +116,9 @@ def test_every_script_line_builds(micro_data, tmp_path):
     proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", SAVE_DIR=str(tmp_path / "save"))
     assert proc.returncode == 0, proc.stderr
     for args in calls:
-        opt = train_student.parse_student_options(args[1:] + ["--nce_k", "8", "--device", "cpu"])
-        teacher, student, d = train_student.build_distillation(opt, micro_data, torch.device("cpu"))
+        opt = parse_student_options(args[1:] + ["--nce_k", "8", "--device", "cpu"])
+        teacher = build_teacher(opt, micro_data, torch.device("cpu"))
+        student, d = build_student_side(opt, micro_data, torch.device("cpu"), teacher)
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
         assert opt.gamma == 1.0 or opt.distill == "kd"  # -r defaults to 1 as in RepDistiller
 

@@ -1,0 +1,75 @@
+"""Fixtures and argument helpers shared by every test folder: small CIFAR-100-format data sets on disk.
+
+The data sets differ only in size; each is as small as the runs that use it allow, because the test machine's CPU
+is slow and the seed READMEs name big teachers.
+"""
+import numpy as np
+import pytest
+import torch
+
+from dataset.cifar import write_cifar_format
+from models.multi_resnet import multi_resnet18_kd
+
+
+def _class_images(labels, rng):
+    # class-dependent mean colour plus noise, so that a model can learn something in a few steps
+    base = (np.arange(100)[:, None] * np.array([37, 91, 53])[None, :]) % 200
+    return (base[labels][:, :, None, None] + rng.integers(0, 56, (len(labels), 3, 32, 32))).astype(np.uint8)
+
+
+def _write_cifar100(root, seed, n_train, n_test, n_classes):
+    rng = np.random.default_rng(seed)
+    ty = np.arange(n_train) % n_classes
+    vy = np.arange(n_test) % n_classes
+    write_cifar_format(str(root), "cifar100", _class_images(ty, rng), ty, _class_images(vy, rng), vy)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-100-format data set: 300 train images (3 per class) and 100 test images."""
+    return _write_cifar100(tmp_path_factory.mktemp("data"), 0, 300, 100, 100)
+
+
+@pytest.fixture(scope="session")
+def seed_cifar(tmp_path_factory):
+    """CIFAR-100 format with images of 20 of the classes: 40 training images (2 per class, enough for a
+    stratified hold-out) and 20 test images.
+
+    Much smaller than ``tiny_cifar`` because the seed READMEs name big teachers (resnet110, resnet32x4) and
+    re-parameterised students, and the test machine's CPU is slow.
+    """
+    return _write_cifar100(tmp_path_factory.mktemp("seed_data"), 1, 40, 20, 20)
+
+
+@pytest.fixture(scope="session")
+def teacher_cifar(tmp_path_factory):
+    """16 training / 8 test images: just enough for a one-epoch teacher run through train_teacher.py."""
+    return _write_cifar100(tmp_path_factory.mktemp("teacher_data"), 2, 16, 8, 100)
+
+
+@pytest.fixture(scope="session")
+def micro_cifar(tmp_path_factory):
+    """CIFAR-100 format, 24 training images (3 of each of 8 classes) and 8 test images.
+
+    The BYOT ResNet18/50 and the CheckpointKD teachers (wrn_40_2, resnet110) take seconds per batch on the
+    test machine's CPU, so their end-to-end runs use this rather than ``tiny_cifar``.
+    """
+    return _write_cifar100(tmp_path_factory.mktemp("micro_data"), 5, 24, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def r18():
+    """BYOT's multi-exit ResNet18 with 10 classes, shared by its model, loss and exit-evaluation tests."""
+    torch.manual_seed(0)
+    return multi_resnet18_kd(num_classes=10)
+
+
+def common_args(data_root, save_dir, epochs=1):
+    return ["--dataset", "cifar100", "--data_root", data_root, "--save_dir", str(save_dir), "--epochs",
+            str(epochs), "--batch_size", "32", "--device", "cpu", "--save_freq", "1"]
+
+
+def cpu_args(data_root, save_dir, epochs=1, batch_size=16):
+    return ["--dataset", "cifar100", "--data_root", data_root, "--save_dir", str(save_dir), "--epochs", str(epochs),
+            "--batch_size", str(batch_size), "--device", "cpu"]
