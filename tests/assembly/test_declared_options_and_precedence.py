@@ -1,11 +1,8 @@
 """The student parser is generated from the declarations, and one precedence rule resolves every default."""
-import dataclasses
-
 import pytest
 
 import distiller_zoo
-from assembly.options import (collect, parse_configurations, parse_student_options, parse_teacher_options,
-                              student_parser)
+from assembly.options import collect, parse_configurations, parse_student_options, student_parser
 from distiller_zoo.base import Distiller
 from helper.option import Option
 
@@ -62,25 +59,9 @@ def test_flag_then_method_default_then_toolkit_default():
     assert "epochs" not in c.sources and c.sources["batch_size"] == "--distill byot"
 
 
-def test_loss_weights_apply_as_a_set():
-    assert [getattr(parse_student_options([]), w) for w in ("gamma", "alpha", "beta")] == [0.1, 0.9, 0.0]
-    # one weight given: -r falls back to RepDistiller's 1, the others to the method's
-    opt = parse_student_options(["-a", "0.5"])
-    assert (opt.gamma, opt.alpha, opt.beta) == (1.0, 0.5, 0.0)
-    opt = parse_student_options(["--distill", "crd", "-r", "0.3"])
-    assert (opt.gamma, opt.alpha, opt.beta) == (0.3, 0.0, 0.8)
-
-
 def test_data_seed_follows_seed_unless_given():
     assert parse_student_options(["--seed", "7"]).data_seed == 7
     assert parse_student_options(["--seed", "7", "--data_seed", "2"]).data_seed == 2
-
-
-def test_resolved_options_are_read_only():
-    opt = parse_teacher_options(["--model", "resnet8"])
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        opt.learning_rate = 1.0
-    assert (opt.gamma, opt.alpha, opt.beta) == (1.0, 0.0, 0.0)
 
 
 def test_the_run_start_line_says_where_defaults_came_from():

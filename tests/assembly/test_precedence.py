@@ -50,6 +50,11 @@ def test_missing_loss_weights_are_the_methods_and_minus_r_is_1_when_only_some_ar
     assert (o.gamma, o.alpha, o.beta) == (0.1, 0.9, 0.0)
     o = parse_student_options(["--distill", "kd", "-a", "0.5"])
     assert (o.gamma, o.alpha, o.beta) == (1.0, 0.5, 0.0)
+    o = parse_student_options(["--distill", "crd", "-r", "0.3"])
+    assert (o.gamma, o.alpha, o.beta) == (0.3, 0.0, 0.8)
+    # a teacher trains with the cross-entropy term alone
+    o = parse_teacher_options(["--model", "resnet8"])
+    assert (o.gamma, o.alpha, o.beta) == (1.0, 0.0, 0.0)
 
 
 def test_student_lr_defaults_follow_repdistiller():

@@ -109,14 +109,20 @@ def test_trainable_modules():
         assert sum(p.numel() for m in d.trainable_modules() for p in m.parameters()) == 0
 
 
-@pytest.mark.parametrize("name,pair", list(_cases()))
-def test_distiller_terms_and_gradients(name, pair):
+def training_inputs(name, pair):
+    """A seeded method in train mode and random outputs of the pair (no feature lists for logit methods)."""
     torch.manual_seed(0)
     dist = build(name, pair)
     dist.train()
     out_s, out_t, batch = random_outputs(pair)
     if dist.student_features is None:
         out_s.feats = out_t.feats = None
+    return dist, out_s, out_t, batch
+
+
+@pytest.mark.parametrize("name,pair", list(_cases()))
+def test_distiller_terms_and_gradients(name, pair):
+    dist, out_s, out_t, batch = training_inputs(name, pair)
     terms = dist.loss(out_s, out_t, batch, epoch=30)
     assert set(terms) == {"ce", "kl", "kd"}
     for v in terms.values():
@@ -135,12 +141,7 @@ def test_distiller_terms_and_gradients(name, pair):
 
 @pytest.mark.parametrize("name,pair", list(_cases()))
 def test_distiller_sgd_decreases_kd(name, pair):
-    torch.manual_seed(0)
-    dist = build(name, pair)
-    dist.train()
-    out_s, out_t, batch = random_outputs(pair)
-    if dist.student_features is None:
-        out_s.feats = out_t.feats = None
+    dist, out_s, out_t, batch = training_inputs(name, pair)
     leaves = [out_s.logits] + (out_s.feats or [])
     params = leaves + [p for m in dist.trainable_modules() for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=METHODS[name][2], momentum=0.9)
