@@ -5,8 +5,9 @@ method declares its own in its class (``Distiller.options``), milestone checking
 in ``engine/teacher.py``. The student parser is generated from all of them, a flag shared by several methods
 (``--kd_T``, ``--feat_dim``) once.
 
-Precedence, for every option (:func:`resolve`): the value given on the command line; else the method's
-default (``Distiller.defaults``: its loss weights, learning rate and recipe); else the toolkit's default.
+Precedence, for every option (:func:`resolve`): the value given on the command line; else an enabled add-on's
+default for that method and teacher/student pair (``--logit_stand``'s per-pair temperatures and weights); else the
+method's default (``Distiller.defaults``: its loss weights, learning rate and recipe); else the toolkit's default.
 Two toolkit defaults are rules rather than constants: ``--learning_rate`` is 0.05, or 0.01 for MobileNetV2 and
 the ShuffleNets (RepDistiller), and ``--data_seed`` is ``--seed``. The loss weights apply as a set: when none of
 ``-r/-a/-b`` is given all three are the method's; when some are, a missing ``-r`` is RepDistiller's 1 and a
@@ -25,8 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import distiller_zoo
 from dataset import NORMALIZATIONS, available_datasets
-from distiller_zoo import MilestoneChecking
-from engine.teacher import TEACHER_OPTIONS
+from engine.teacher import TEACHER_OPTIONS, arch_from_path
 from helper.option import Option, str2bool
 from helper.util import SMALL_LR_MODELS, default_learning_rate, unknown_device
 from models import model_dict
@@ -59,6 +59,11 @@ RUN_OPTIONS: Tuple[Option, ...] = (
     Option("momentum", float, 0.9, group=REPDISTILLER),
     Option("nesterov", str2bool, False, "Nesterov momentum (CheckpointKD's SGD; RepDistiller uses plain momentum)",
            group=REPDISTILLER),
+    Option("optimizer", str, "sgd", "sgd: RepDistiller's SGD; dot: DOT's two-momentum SGD (Zhao et al. 2023; "
+           "momentum - delta for the task gradient, momentum + delta for the distillation gradient), for any "
+           "--distill method", choices=["sgd", "dot"], group=TOOLKIT),
+    Option("dot_delta", float, 0.075, "DOT's momentum offset delta (0.075 CIFAR/Tiny-ImageNet, 0.09 ImageNet)",
+           group=TOOLKIT),
     Option("dataset", str, "cifar100", choices=available_datasets(), group=REPDISTILLER),
     Option("data_norm", str, "default", "input mean/std: the data set's own (default), or a preset such as 'byot' "
            "(the CIFAR-10 constants BYOT applies to CIFAR-100)", choices=sorted(NORMALIZATIONS), group=REPDISTILLER),
@@ -144,7 +149,7 @@ WEIGHTS = ("gamma", "alpha", "beta")
 
 def method_classes() -> List[type]:
     """Every registered method and add-on whose options the student parser offers."""
-    return [distiller_zoo.REGISTRY[n] for n in distiller_zoo.available()] + [MilestoneChecking]
+    return [distiller_zoo.REGISTRY[n] for n in distiller_zoo.available()] + list(distiller_zoo.ADDONS)
 
 
 def collect(options: Sequence[Option]) -> List[Option]:
@@ -181,7 +186,7 @@ def method_owners() -> Dict[str, str]:
     classes = method_classes()
     for cls in classes:
         for o in cls.options:
-            readers.setdefault(o.name, []).append(cls.name or "mc")
+            readers.setdefault(o.name, []).append(cls.name or cls.flag)
     everyone = len(classes) - 1  # all but ce, which reads nothing
     return {name: METHODS if len(who) >= everyone else f"--distill {', '.join(who)}"
             for name, who in readers.items()}
@@ -255,26 +260,32 @@ def check_method_defaults(cls, names: Set[str]) -> None:
         raise ValueError(f"--distill {cls.name}: its defaults name unknown options {', '.join(unknown)}")
 
 
-def resolve(raw: argparse.Namespace, explicit: Set[str], method_defaults: Dict[str, Any], method_label: str,
+def labelled(defaults: Dict[str, Any], label: str) -> Dict[str, Tuple[Any, str]]:
+    return {name: (value, label) for name, value in defaults.items()}
+
+
+def resolve(raw: argparse.Namespace, explicit: Set[str], defaults: Dict[str, Tuple[Any, str]],
             model_name: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """The precedence rule (module docstring): values and the source of every value a method or a rule set."""
+    """The precedence rule (module docstring): values and the source of every value a default or a rule set.
+
+    ``defaults``: option name -> (value, where it comes from), the method's with its add-ons' on top."""
     values = dict(vars(raw))
     sources: Dict[str, str] = {}
-    for name, value in method_defaults.items():
+    for name, (value, label) in defaults.items():
         if name in WEIGHTS or name in explicit:
             continue
         values[name] = value
-        sources[name] = method_label
+        sources[name] = label
     if "gamma" in values:
         given = [w for w in WEIGHTS if w in explicit]
         for w in WEIGHTS:
             if w in explicit:
                 continue
-            if w in method_defaults and (given == [] or w != "gamma"):
-                values[w], sources[w] = float(method_defaults[w]), method_label
+            if w in defaults and (given == [] or w != "gamma"):
+                values[w], sources[w] = float(defaults[w][0]), defaults[w][1]
             else:
                 values[w] = TOOLKIT_WEIGHTS[w]
-                if w in method_defaults:
+                if w in defaults:
                     sources[w] = "RepDistiller's -r 1 (some of -r/-a/-b given)"
     if values["learning_rate"] is None:
         values["learning_rate"] = default_learning_rate(model_name)
@@ -337,9 +348,21 @@ def check_run_options(o, trials: int = 1) -> None:
         raise SystemExit("error: --overwrite starts the run afresh and --resume continues it; give one of them")
     if trials < 1:
         raise SystemExit("error: --trials must be at least 1")
+    check_dot_options(o)
     if trials > 1 and o.resume not in (None, "auto"):
         raise SystemExit("error: with --trials, resume with --resume auto (each trial continues from its own run "
                          "folder); a single checkpoint path names one trial only")
+
+
+def check_dot_options(o) -> None:
+    """--optimizer dot: a momentum split that keeps both momenta in [0, 1); its own SGD, without Nesterov."""
+    if o.optimizer != "dot":
+        return
+    if not (math.isfinite(o.dot_delta) and 0 <= o.dot_delta <= o.momentum and o.momentum + o.dot_delta < 1):
+        raise SystemExit(f"error: --dot_delta must lie in [0, --momentum] with --momentum + --dot_delta < 1, got "
+                         f"{o.dot_delta} with --momentum {o.momentum}")
+    if o.nesterov:
+        raise SystemExit("error: --optimizer dot has no Nesterov variant; drop --nesterov")
 
 
 def check_block_depth_applies(model_name: str, depth) -> None:
@@ -353,10 +376,13 @@ def parse_teacher_options(argv=None):
     """train_teacher.py's resolved options."""
     parser = teacher_parser()
     raw = parser.parse_args(argv)
-    values, _ = resolve(raw, explicit_dests(parser, argv), {}, "", raw.model)
+    values, _ = resolve(raw, explicit_dests(parser, argv), {}, raw.model)
     # a teacher (or vanilla student) trains with the cross-entropy term alone
     values.update(TOOLKIT_WEIGHTS)
     opt = options_type("TeacherOptions", list(values))(**values)
+    if opt.optimizer == "dot":
+        raise SystemExit("error: --optimizer dot splits a distillation loss from the task loss; a model trained "
+                         "from scratch has none (use it with train_student.py)")
     check_run_options(opt)
     check_block_depth_applies(opt.model, opt.block_depth)
     return opt
@@ -386,15 +412,24 @@ def parse_configurations(argv=None, parser=None) -> List[Configuration]:
     if not pairs:
         raise SystemExit("error: --model_s and --distill need at least one value each")
     names = set(vars(raw))
+    teacher = arch_from_path(raw.path_t, raw.model_t)
     configs = []
     for model_s, method in pairs:
         cls = distiller_zoo.REGISTRY.get(method)
         defaults = {}
         if cls is not None:
             check_method_defaults(cls, names)
-            defaults = cls.defaults
+            defaults = labelled(cls.defaults, f"--distill {method}")
+            for addon in distiller_zoo.ADDONS:
+                if not addon.enabled(raw):
+                    continue
+                problem = addon.refusal(cls)
+                if problem:
+                    raise SystemExit(f"error: {problem}")
+                pair = f" ({teacher} -> {model_s})" if teacher else ""
+                defaults.update(labelled(addon.defaults_for(cls, teacher, model_s), f"{addon.flag}{pair}"))
         own = argparse.Namespace(**{**vars(raw), "model_s": model_s, "distill": method})
-        values, sources = resolve(own, explicit, defaults, f"--distill {method}", model_s)
+        values, sources = resolve(own, explicit, defaults, model_s)
         opt = options_type("StudentOptions", list(values))(**values)
         check_run_options(opt, opt.trials)
         check_positive("--kd_T", opt.kd_T)
@@ -454,7 +489,9 @@ def student_run_name(opt, teacher_label: str, depth=None) -> str:
     """RepDistiller's ``S_..._T_...`` name (``_`` for its colons, which break on some file systems); my*
     students add their block depth and milestone-checking runs end the method with ``_mc`` (EMKD)."""
     model_s = opt.model_s if depth is None else f"{opt.model_s}_{'-'.join(str(d) for d in depth)}"
-    distill = f"{opt.distill}_mc" if opt.mc else opt.distill
+    distill = opt.distill + "".join(addon.run_suffix for addon in distiller_zoo.ADDONS if addon.enabled(opt))
+    if opt.optimizer == "dot":
+        distill += "_dot"  # a KD+DOT run next to its plain-SGD KD run, not in the same folder
     return (f"S_{model_s}_T_{teacher_label}_{opt.dataset}_{distill}_r_{opt.gamma}_a_{opt.alpha}"
             f"_b_{opt.beta}_{opt.trial}")
 

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from dataset import build_dataset, set_normalization
-from distiller_zoo import POST, DistillContext, MilestoneChecking
+import distiller_zoo
+from distiller_zoo import POST, DistillContext
 from engine.evaluate import validate
 from engine.fit import fit_runs
 from engine.forward import forward
@@ -129,8 +130,9 @@ def build_student_side(opt, data, device, teacher: Optional[Teacher]):
                               student_name=opt.model_s)
 
     distiller = cls(context(cls))
-    if opt.mc:
-        distiller = MilestoneChecking(distiller, context(MilestoneChecking))
+    for addon in distiller_zoo.ADDONS:
+        if addon.enabled(opt):
+            distiller = addon.attach(distiller, context(addon))
     # the method's modules (regressors, connectors, embeddings) take the networks' memory format too
     return student, place_model(distiller, device, opt)
 

@@ -81,6 +81,7 @@ class DKD(Distiller):
     """
 
     defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
+    softens_logits = True
     options = Distiller.options + (
         Option("dkd_alpha", float, 1.0, "DKD target-class weight", group="DKD (--distill dkd)"),
         Option("dkd_beta", float, 8.0, "DKD non-target-class weight", group="DKD (--distill dkd)"),
@@ -94,4 +95,5 @@ class DKD(Distiller):
                                  warmup=float(opt.dkd_warmup))
 
     def method_loss(self, out_s, out_t, batch, epoch):
-        return self.criterion(out_s.logits, out_t.logits.detach(), batch.y, epoch)
+        logit_s, logit_t = self.distill_logits(out_s.logits, out_t.logits.detach())
+        return self.criterion(logit_s, logit_t, batch.y, epoch)

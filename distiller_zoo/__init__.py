@@ -7,8 +7,8 @@ RepDistiller's loss classes and this toolkit's methods, re-exported for ``from d
 import importlib
 import pkgutil
 
-from .base import (POST, PRE, REGISTRY, Batch, DistillContext, Distiller, Outputs, available,  # noqa: F401
-                   build_distiller, kd_kl, register)
+from .base import (ADDONS, POST, PRE, REGISTRY, Batch, DistillContext, Distiller, Outputs, available,  # noqa: F401
+                   build_distiller, kd_kl, register, register_addon)
 from .KD import KD, DistillKL  # noqa: F401
 from .FitNet import FitNet, HintLoss  # noqa: F401
 from .AT import AT, Attention  # noqa: F401

@@ -63,6 +63,22 @@ def available() -> List[str]:
     return sorted(REGISTRY)
 
 
+# add-ons that compose with any method whose contract they fit (--logit_stand, --mc), in the order they attach
+ADDONS: List[type] = []
+
+
+def register_addon(cls):
+    """Class decorator for an add-on. It declares ``options`` and answers, as classmethods:
+    ``enabled(values)`` (from a run's options), ``refusal(method_cls)`` (why it cannot serve that method, or None),
+    ``defaults_for(method_cls, teacher, student)`` (its defaults for that method and pair, which take precedence over
+    the method's), ``flag`` (its switch), ``run_suffix`` (appended to the method in run-folder names) and ``attach(distiller, ctx)``
+    (the distiller it makes of a built one; ``ctx.options`` holds the add-on's typed options). ``attach_order``:
+    add-ons that change a method's computation attach before those that wrap it."""
+    ADDONS.append(cls)
+    ADDONS.sort(key=lambda c: c.attach_order)
+    return cls
+
+
 # Options several methods read, declared once (RepDistiller's names, defaults and help texts).
 KD_T = Option("kd_T", float, 4, "temperature for KD distillation")
 TEACHER_SCALE = Option("teacher_scale", str2bool, False,
@@ -136,6 +152,8 @@ class Distiller(nn.Module):
     defaults: Dict[str, Any] = {}
     student_features: Optional[str] = None
     teacher_features: Optional[str] = None
+    # its distillation terms soften logits with a temperature (what --logit_stand and --ctkd change)
+    softens_logits: bool = False
     needs_teacher: bool = True
     # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
@@ -153,6 +171,9 @@ class Distiller(nn.Module):
         super().__init__()
         # the typed values (``options`` on the class are the declarations)
         self.method_options = ctx.options
+        # what the distillation terms see of the logits: None, the logits themselves; an add-on may set a map
+        # (--logit_stand), which every softening term of a method applies through distill_logits
+        self.logit_transform = None
 
     @property
     def T(self) -> float:
@@ -162,8 +183,15 @@ class Distiller(nn.Module):
     def teacher_scale(self) -> bool:
         return bool(self.method_options.teacher_scale)
 
+    def distill_logits(self, logit_s: torch.Tensor, logit_t: torch.Tensor):
+        """The logits as the distillation terms use them (the cross-entropy term keeps the raw ones)."""
+        if self.logit_transform is None:
+            return logit_s, logit_t
+        return self.logit_transform(logit_s), self.logit_transform(logit_t)
+
     def kl_term(self, logit_s: torch.Tensor, logit_t: torch.Tensor) -> torch.Tensor:
         """The ``-a`` term: RepDistiller's KL, or CheckpointKD's ``--teacher_scale`` form."""
+        logit_s, logit_t = self.distill_logits(logit_s, logit_t)
         if self.teacher_scale:
             return kd_kl_teacher_scale(logit_s, logit_t, self.T)
         return kd_kl(logit_s, logit_t, self.T)

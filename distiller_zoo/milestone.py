@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from helper.option import Option
 
-from .base import POST, Batch, DistillContext, Distiller, Outputs, kd_kl
+from .base import POST, Batch, DistillContext, Distiller, Outputs, kd_kl, register_addon
 
 
 def num_stages(model: nn.Module) -> int:
@@ -71,6 +71,7 @@ def check_stage_shapes(feat_s: Sequence[torch.Tensor], feat_t: Sequence[torch.Te
 MC_GROUP = "EMKD milestone checking and evaluation"
 
 
+@register_addon
 class MilestoneChecking(Distiller):
     """Wraps a built distiller and adds MC to its ``kd`` term; everything else is the wrapped method's.
 
@@ -79,6 +80,9 @@ class MilestoneChecking(Distiller):
     """
 
     student_features = teacher_features = POST
+    attach_order = 10  # wraps the method as it is built (after add-ons that change its terms)
+    run_suffix = "_mc"
+    flag = "--mc"
     options = Distiller.options + (
         Option("mc", int, 0, "1: add the per-stage feature KL (milestone checking) to the method loss",
                choices=[0, 1], group=MC_GROUP),
@@ -109,6 +113,23 @@ class MilestoneChecking(Distiller):
         if len(weights) != self.n_stages:
             raise ValueError(f"milestone checking: {self.n_stages} stages but {len(weights)} weights")
         self.stage_weights = [float(w) for w in weights]
+
+    @classmethod
+    def enabled(cls, values) -> bool:
+        return bool(values.mc)
+
+    @classmethod
+    def refusal(cls, method_cls) -> Optional[str]:
+        # a method without a teacher is refused when the wrapper is built (it has no teacher stage outputs)
+        return None
+
+    @classmethod
+    def defaults_for(cls, method_cls, teacher: Optional[str], student: str) -> dict:
+        return {}
+
+    @classmethod
+    def attach(cls, distiller: Distiller, ctx: DistillContext) -> Distiller:
+        return cls(distiller, ctx)
 
     def mc_loss(self, out_s: Outputs, out_t: Outputs) -> torch.Tensor:
         return milestone_loss(out_s.feats, out_t.feats, self.stage_weights, self.T)

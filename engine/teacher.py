@@ -203,6 +203,27 @@ def check_teacher_file(path: str) -> None:
     raise IsADirectoryError(f"--path_t '{path}' is a folder; {files}")
 
 
+def arch_from_folder(folder: str) -> Optional[str]:
+    """The longest ``_``-separated prefix of a folder name that is a model name, or None."""
+    segments = folder.split("_")
+    for n in range(len(segments), 0, -1):
+        if "_".join(segments[:n]) in model_dict:
+            return "_".join(segments[:n])
+    return None
+
+
+def arch_from_path(path_t: Optional[str], model_t: Optional[str]) -> Optional[str]:
+    """The (first) teacher's architecture as the command line names it, without reading any file: ``--model_t``,
+    else the folder name of ``--path_t`` (the folder itself for --teacher_epochs); None when neither tells."""
+    if model_t:
+        return split_list(model_t)[0]
+    paths = split_list(path_t)
+    if not paths:
+        return None
+    path = os.path.abspath(paths[0])
+    return arch_from_folder(os.path.basename(path if os.path.isdir(path) else os.path.dirname(path)))
+
+
 def teacher_name_from_path(path: str) -> str:
     """The architecture named by a checkpoint's folder: the longest ``_``-separated prefix of the folder name
     that is a model name.
@@ -213,10 +234,10 @@ def teacher_name_from_path(path: str) -> str:
     """
     check_teacher_file(path)
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    name = arch_from_folder(folder)
+    if name is not None:
+        return name
     segments = folder.split("_")
-    for n in range(len(segments), 0, -1):
-        if "_".join(segments[:n]) in model_dict:
-            return "_".join(segments[:n])
     parsed = "_".join(segments[:3]) if segments[0] in ("wrn", "mywrn") else segments[0]
     raise ValueError(f"cannot tell the teacher architecture from the folder name '{folder}' "
                      f"(parsed '{parsed}'); pass --model_t with one of: {', '.join(sorted(model_dict))}")

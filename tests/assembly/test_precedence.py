@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from assembly.options import (check_method_defaults, explicit_dests, parse_student_options, parse_teacher_options,
+from assembly.options import (check_method_defaults, explicit_dests, labelled, parse_student_options, parse_teacher_options,
                               resolve)
 
 
@@ -25,8 +25,8 @@ def test_method_defaults_fill_only_options_not_given():
     raw = p.parse_args(argv)
     explicit = explicit_dests(p, argv)
     assert explicit == {"epochs", "batch_size", "amp"}
-    values, sources = resolve(raw, explicit, {"epochs": 200, "learning_rate": 0.1, "kd_T": 3.0, "batch_size": 128},
-                              "--distill x", "resnet8")
+    defaults = labelled({"epochs": 200, "learning_rate": 0.1, "kd_T": 3.0, "batch_size": 128}, "--distill x")
+    values, sources = resolve(raw, explicit, defaults, "resnet8")
     assert {k for k, v in sources.items() if v == "--distill x"} == {"learning_rate", "kd_T"}
     assert (values["epochs"], values["learning_rate"], values["kd_T"], values["batch_size"]) == (240, 0.1, 3.0, 32)
     assert values["amp"] is True and values["data_seed"] == 0 and sources["data_seed"] == "--seed"

@@ -20,11 +20,12 @@ from engine.teacher import TEACHER_OPTIONS, Teacher
 from models import build_model
 from tests.methods import method_options, options_among
 
-METHOD_CLASSES = [REGISTRY[n] for n in distiller_zoo.available()] + [MilestoneChecking]
+METHOD_CLASSES = [REGISTRY[n] for n in distiller_zoo.available()] + list(distiller_zoo.ADDONS)
 
 
-def test_the_contract_covers_every_registered_method_and_the_milestone_add_on():
+def test_the_contract_covers_every_registered_method_and_the_add_ons():
     assert assembly_options.method_classes() == METHOD_CLASSES
+    assert {MilestoneChecking, distiller_zoo.LS.LogitStandardization} <= set(distiller_zoo.ADDONS)
     assert {"kd", "crd", "correlation", "dkd", "hint", "kdrefine", "ickd", "byot", "ce"} <= set(REGISTRY)
 
 
