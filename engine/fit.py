@@ -18,7 +18,8 @@ from helper.run import record_epoch
 from helper.run_folder import checkpoint_plan, claim_run_folders, finished_result, remove_periodic_checkpoints, say
 from helper.util import adjust_learning_rate, parse_epochs
 
-from .compile import compile_network, compile_step
+from .compile import compile_network, compile_step, uses_cuda_graphs
+from .dot import DOT
 from .epoch import NONFINITE_STEPS, TrainingDiverged, retry_hint, train_runs_one_epoch
 from .evaluate import validate
 from .init_stage import run_init_stage
@@ -27,8 +28,12 @@ from .teacher import Teacher
 
 
 def build_optimizer(student: nn.Module, distiller: Distiller, opt, device: torch.device):
-    """RepDistiller's SGD over the student and the method's modules; one fused kernel per step on CUDA."""
+    """RepDistiller's SGD over the student and the method's modules; one fused kernel per step on CUDA.
+    ``--optimizer dot``: DOT's two-momentum SGD over the same parameters (engine/dot.py)."""
     trainable = nn.ModuleList([student] + list(distiller.trainable_modules()))
+    if opt.optimizer == "dot":
+        return DOT(trainable.parameters(), lr=opt.learning_rate, momentum=opt.momentum, delta=opt.dot_delta,
+                   weight_decay=opt.weight_decay)
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.SGD(trainable.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
                            weight_decay=opt.weight_decay, nesterov=bool(opt.nesterov), **extra)
@@ -40,10 +45,21 @@ def load_optimizer_state(optimizer, state: Dict[str, Any]) -> None:
     The loaded groups carry the checkpoint's value instead: a checkpoint written on a CPU (fused None) would
     silently turn the fused CUDA kernel off after resuming on a GPU.
     """
+    written, wanted = optimizer_name(state), "dot" if isinstance(optimizer, DOT) else "sgd"
+    if written != wanted:
+        raise ValueError(f"the --resume checkpoint was written with --optimizer {written}; resume with "
+                         f"--optimizer {written}, not {wanted}")
     fused = [group.get("fused") for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
-    for group, value in zip(optimizer.param_groups, fused):
-        group["fused"] = value
+    if wanted == "sgd":
+        for group, value in zip(optimizer.param_groups, fused):
+            group["fused"] = value
+
+
+def optimizer_name(state: Dict[str, Any]) -> str:
+    """The ``--optimizer`` that wrote an optimizer state dict: DOT's param group carries its ``delta``."""
+    groups = state.get("param_groups") or [{}]
+    return "dot" if "delta" in groups[0] else "sgd"
 
 
 def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
@@ -54,6 +70,10 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     if opt.sync_bn and env.enabled:
         run.student = convert_sync_batchnorm(run.student, device)
     run.optimizer = build_optimizer(run.student, run.distiller, run.opt, device)
+    if isinstance(run.optimizer, DOT) and uses_cuda_graphs(opt, device):
+        # the second backward would replay the captured backward graph over the first one's gradients
+        raise ValueError("--optimizer dot does not run under CUDA graphs (--compile's reduce-overhead/max-autotune); "
+                         "give --compile_mode default or max-autotune-no-cudagraphs")
     run.base_lr = scaled_learning_rate(run.opt.learning_rate, env.world_size, opt.lr_scale)
     path = resume_path
     if path is not None:
@@ -89,7 +109,23 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
     compile_network(run.student, opt, device)
     step = StudentStep(run.student, run.distiller)
     compile_step(step, opt, device)
-    run.step = wrap_ddp(step, device) if env.enabled else step
+    if env.enabled and isinstance(run.optimizer, DOT):
+        # DOT's two backwards per forward do not fit DDP's reducer: optimize_dot averages each backward's
+        # gradients itself, and the processes start from process 0's weights as DDP would make them
+        broadcast_parameters(step)
+        run.step = step
+    else:
+        run.step = wrap_ddp(step, device) if env.enabled else step
+
+
+def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
+    """Process ``src``'s parameters and buffers in every process (what DDP's constructor does)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in module.parameters():
+            dist.broadcast(p.data, src)
+    broadcast_buffers(module, src)
 
 
 def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float], t_train: float, data,

@@ -8,9 +8,11 @@ import torch
 import torch.nn as nn
 
 from distiller_zoo.base import Distiller
+from helper.distributed import average_gradients
 from helper.rng import RNGStream
 from helper.types import Batch, Outputs
 
+from .dot import DOT
 from .forward import autocast_for, forward, prepare_input, teacher_outputs, use_channels_last
 
 
@@ -60,10 +62,49 @@ class StudentStep(nn.Module):
 def optimize(step: nn.Module, optimizer, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
              weights: Dict[str, float], opt, device: torch.device, loss_scale: float = 1.0):
     """Forward through ``step``, backward, optimizer step. ``loss_scale`` re-weights an uneven shard (torchrun)."""
+    if isinstance(optimizer, DOT):
+        return optimize_dot(step, optimizer, x, out_t, batch, epoch, weights, opt, device, loss_scale)
     with autocast_for(opt, device):
         loss, terms, logits = step(x, out_t, batch, epoch, weights)
     optimizer.zero_grad(set_to_none=True)
     (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+    optimizer.step()
+    return loss, terms, logits
+
+
+def split_task_loss(terms: Dict[str, torch.Tensor], weights: Dict[str, float]):
+    """``(task, distillation)`` of the weighted loss for DOT: ``gamma*ce``, and every other term (None if none)."""
+    if "ce" not in terms:
+        raise ValueError(f"--optimizer dot needs the method's cross-entropy term 'ce'; it returned "
+                         f"{', '.join(terms) or 'no terms'}")
+    task = weights.get("ce", 1.0) * terms["ce"]
+    rest = [weights.get(k, 1.0) * v for k, v in terms.items() if k != "ce"]
+    return task, (sum(rest) if rest else None)
+
+
+def optimize_dot(step: nn.Module, optimizer: DOT, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch,
+                 epoch: int, weights: Dict[str, float], opt, device: torch.device, loss_scale: float = 1.0):
+    """:func:`optimize` with DOT: the distillation and the task loss each get a backward of their own.
+
+    Under torchrun the step is not wrapped in DDP (its static graph refuses a second backward on one forward,
+    and ``no_sync`` with it); each backward's gradients are averaged here instead, over exactly the parameters
+    the optimizer updates (a no-op in one process).
+    """
+    with autocast_for(opt, device):
+        loss, terms, logits = step(x, out_t, batch, epoch, weights)
+    task, distillation = split_task_loss(terms, weights)
+    if loss_scale != 1.0:
+        task = task * loss_scale
+        distillation = None if distillation is None else distillation * loss_scale
+    params = optimizer.param_groups[0]["params"]
+    optimizer.zero_grad(set_to_none=True)
+    if distillation is not None and distillation.requires_grad:
+        distillation.backward(retain_graph=True)
+        average_gradients(params)
+        optimizer.record_kd_grads()
+        optimizer.zero_grad(set_to_none=True)
+    task.backward()
+    average_gradients(params)
     optimizer.step()
     return loss, terms, logits
 
