@@ -34,6 +34,8 @@ echo "teacher $TA: $T; student $S" >&2
 
 # KD
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --model_s "$S" -r 0.1 -a 0.9 -b 0 --trial 1 "$@"
+# KD+DOT (mdistiller's CIFAR recipe: KD's CE 0.1 / KD 0.9 / T 4 with the two-momentum optimizer, delta 0.075)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --model_s "$S" -r 0.1 -a 0.9 -b 0 --optimizer dot --dot_delta 0.075 --trial 1 "$@"
 # FitNet
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill hint --model_s "$S" -a 0 -b 100 --trial 1 "$@"
 # AT
@@ -65,3 +67,13 @@ echo "teacher $TA: $T; student $S" >&2
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill ickd --model_s "$S" -a 1 -b 2.5 --trial 1 "$@"
 # DKD (mdistiller's CIFAR recipe: CE 1, alpha 1, beta 8, T 4, 20-epoch warm-up)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --model_s "$S" -r 1 -a 0 -b 1 --dkd_alpha 1 --dkd_beta 8 --trial 1 "$@"
+# DIST (its CIFAR recipe: CE 1, DIST 2, tau 4, inter/intra weights 1)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dist --model_s "$S" -r 1 -a 0 -b 2 --dist_tau 4 --trial 1 "$@"
+# NKD (the reference's ImageNet T 1, gamma 1.5; it has no CIFAR settings)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill nkd --model_s "$S" -r 1 -a 0 -b 1 --nkd_T 1 --nkd_gamma 1.5 --trial 1 "$@"
+# TTM and WTTM (the reference README's vgg13 -> vgg8 gamma 0.1, beta 45; per-pair values not found in the reference)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill ttm --model_s "$S" -r 1 -a 0 -b 45 --ttm_l 0.1 --trial 1 "$@"
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill wttm --model_s "$S" -r 1 -a 0 -b 45 --ttm_l 0.1 --trial 1 "$@"
+# KD+LS and DKD+LS (logit standardization: the LS repository's per-pair temperature and weights are the defaults)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --logit_stand --model_s "$S" --trial 1 "$@"
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --logit_stand --model_s "$S" --trial 1 "$@"

@@ -48,8 +48,13 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
         assert opt.path_t == str(teacher) and opt.model_t == "resnet32x4" and opt.model_s == "resnet8x4"
         # the weights as the line gives them (None: not given); parsing resolves the rest (-r: RepDistiller's 1)
         given = student_parser().parse_args(args[1:])
-        table.setdefault(opt.distill, []).append((given.gamma, given.alpha, given.beta))
+        key = opt.distill + ("+ls" if opt.logit_stand else "") + ("+" + opt.optimizer if opt.optimizer != "sgd" else "")
+        table.setdefault(key, []).append((given.gamma, given.alpha, given.beta))
     assert table["kd"] == [(0.1, 0.9, 0.0)]
+    # the logit-family lines of issue #12: their authors' weights, or (LS) the per-pair presets left to the parser
+    assert table["dist"] == [(1.0, 0.0, 2.0)] and table["nkd"] == [(1.0, 0.0, 1.0)]
+    assert table["ttm"] == table["wttm"] == [(1.0, 0.0, 45.0)]
+    assert table["kd+ls"] == table["dkd+ls"] == [(None, None, None)]
     assert table["crd"] == [(None, 0.0, 0.8), (None, 1.0, 0.8)]
     expected_beta = {"hint": 100, "attention": 1000, "similarity": 3000, "correlation": 0.02, "vid": 1, "rkd": 1,
                      "pkt": 30000, "abound": 1, "factor": 200, "fsp": 50, "nst": 50}
@@ -73,7 +78,8 @@ def test_run_cifar_distill_takes_the_pair_and_finds_the_vanilla_scripts_teacher(
     proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", ["wrn_40_2", "wrn_16_2", "--epochs", "1"],
                                  SAVE_DIR=str(save))
     assert proc.returncode == 0, proc.stderr
-    assert len(calls) == 17
+    script = open(os.path.join(ROOT, "scripts", "run_cifar_distill.sh")).read()
+    assert len(calls) == script.count('"$PY" train_student.py') >= 23
     for args in calls:
         opt = parse_student_options(args[1:])
         assert (opt.path_t, opt.model_t, opt.model_s, opt.epochs) == (str(run / "wrn_40_2_last.pth"), "wrn_40_2",
