@@ -45,8 +45,8 @@ class DKDLoss(nn.Module):
             return torch.clamp(epoch / float(self.warmup), max=1.0)
         return min(float(epoch) / float(self.warmup), 1.0)
 
-    def tckd(self, y_s, y_t, target):
-        T = self.T
+    def tckd(self, y_s, y_t, target, T=None):
+        T = self.T if T is None else T
         is_gt = one_hot(target, y_s)
 
         def binary(logits):
@@ -58,16 +58,25 @@ class DKDLoss(nn.Module):
         b_s, b_t = binary(y_s), binary(y_t)
         return F.kl_div(torch.log(b_s), b_t, reduction="sum") * T * T / y_s.shape[0]
 
-    def nckd(self, y_s, y_t, target):
-        T = self.T
+    def nckd(self, y_s, y_t, target, T=None):
+        T = self.T if T is None else T
         offset = 1000.0 * one_hot(target, y_s)
         log_q_s = F.log_softmax(y_s / T - offset, dim=1)
+        if isinstance(T, torch.Tensor):
+            # --ctkd's tau takes gradients through the teacher side too, and F.kl_div's gradient with respect to
+            # its target is NaN where that is exactly 0 (the target class, pushed down by 1000); F.kl_div's
+            # terms with the log clamped at the smallest normal number have the limit's gradient there, 0
+            q_t = F.softmax(y_t / T - offset, dim=1)
+            log_q_t = q_t.clamp_min(torch.finfo(q_t.dtype).tiny).log()
+            kl = (q_t * log_q_t - q_t * log_q_s).sum()
+            return kl * T * T / y_s.shape[0]
         q_t = F.softmax(y_t / T - offset, dim=1)
         return F.kl_div(log_q_s, q_t, reduction="sum") * T * T / y_s.shape[0]
 
-    def forward(self, y_s, y_t, target, epoch=None):
+    def forward(self, y_s, y_t, target, epoch=None, T=None):
+        """``T``: this call's temperature (a float, or --ctkd's learnable 0-d tensor); None: the one built with."""
         y_s, y_t = at_least_float32(y_s), at_least_float32(y_t)
-        loss = self.alpha * self.tckd(y_s, y_t, target) + self.beta * self.nckd(y_s, y_t, target)
+        loss = self.alpha * self.tckd(y_s, y_t, target, T) + self.beta * self.nckd(y_s, y_t, target, T)
         return self.warmup_factor(epoch) * loss
 
 
@@ -96,4 +105,5 @@ class DKD(Distiller):
 
     def method_loss(self, out_s, out_t, batch, epoch):
         logit_s, logit_t = self.distill_logits(out_s.logits, out_t.logits.detach())
-        return self.criterion(logit_s, logit_t, batch.y, epoch)
+        # the temperature at call time: --kd_T, or the learnable one of --ctkd
+        return self.criterion(logit_s, logit_t, batch.y, epoch, T=self.T)

@@ -174,10 +174,16 @@ class Distiller(nn.Module):
         # what the distillation terms see of the logits: None, the logits themselves; an add-on may set a map
         # (--logit_stand), which every softening term of a method applies through distill_logits
         self.logit_transform = None
+        # where the softening temperature comes from: None, the fixed --kd_T; an add-on may set a callable
+        # (--ctkd's learnable one), which every softening term then reads through T at call time
+        self.temperature = None
 
     @property
-    def T(self) -> float:
-        return float(self.method_options.kd_T)
+    def T(self):
+        """The softening temperature: ``float(--kd_T)``, or a 0-d tensor when an add-on set ``temperature``."""
+        if self.temperature is None:
+            return float(self.method_options.kd_T)
+        return self.temperature()
 
     @property
     def teacher_scale(self) -> bool:

@@ -77,3 +77,5 @@ echo "teacher $TA: $T; student $S" >&2
 # KD+LS and DKD+LS (logit standardization: the LS repository's per-pair temperature and weights are the defaults)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --logit_stand --model_s "$S" --trial 1 "$@"
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --logit_stand --model_s "$S" --trial 1 "$@"
+# KD+CTKD (curriculum temperature: the CTKD scripts' weights and lambda schedule, which are --ctkd's defaults)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --model_s "$S" -r 0.1 -a 0.9 -b 0 --ctkd --trial 1 "$@"

@@ -49,8 +49,9 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
         # the weights as the line gives them (None: not given); parsing resolves the rest (-r: RepDistiller's 1)
         given = student_parser().parse_args(args[1:])
         key = opt.distill + ("+ls" if opt.logit_stand else "") + ("+" + opt.optimizer if opt.optimizer != "sgd" else "")
+        key += "+ctkd" if opt.ctkd else ""
         table.setdefault(key, []).append((given.gamma, given.alpha, given.beta))
-    assert table["kd"] == [(0.1, 0.9, 0.0)]
+    assert table["kd"] == table["kd+ctkd"] == [(0.1, 0.9, 0.0)]
     # the logit-family lines of issue #12: their authors' weights, or (LS) the per-pair presets left to the parser
     assert table["dist"] == [(1.0, 0.0, 2.0)] and table["nkd"] == [(1.0, 0.0, 1.0)]
     assert table["ttm"] == table["wttm"] == [(1.0, 0.0, 45.0)]
