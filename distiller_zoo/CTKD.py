@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from helper.option import Option, str2bool
 
-from .base import Batch, DistillContext, Distiller, Outputs, register_addon
+from .base import Batch, DistillContext, Distiller, MethodWrapper, Outputs, register_addon, softening_refusal
 
 GROUP = "curriculum temperature (--ctkd)"
 
@@ -85,7 +85,7 @@ class GlobalTemperature(nn.Module):
 
 
 @register_addon
-class CurriculumTemperature(Distiller):
+class CurriculumTemperature(MethodWrapper):
     """Wraps a built kd/checkpointkd/dkd and makes its ``T`` the learnable tau (see the module docstring).
 
     The wrapped method's modules, init stage and state stay its own (``inner.`` in the state dict); theta is
@@ -113,14 +113,13 @@ class CurriculumTemperature(Distiller):
 
     def __init__(self, inner: Distiller, ctx: DistillContext):
         """``ctx.options``: this add-on's typed options (``CurriculumTemperature.select_options``)."""
-        super().__init__(ctx)
         opt = ctx.options
         if int(opt.decay_loops) <= 0:
             raise ValueError(f"--ctkd: --decay_loops must be a positive number of epochs, got {opt.decay_loops}")
         if float(opt.t_start) <= 0 or float(opt.t_end) < 0:
             raise ValueError(f"--ctkd: the temperature needs --t_start > 0 and --t_end >= 0, got {opt.t_start} "
                              f"and {opt.t_end}")
-        self.inner = inner
+        super().__init__(inner, ctx)
         # still the method it wraps, only its temperature is learnt (as LS leaves it the method)
         self.name = inner.name
         self.student_features = inner.student_features
@@ -152,10 +151,7 @@ class CurriculumTemperature(Distiller):
 
     @classmethod
     def refusal(cls, method_cls) -> Optional[str]:
-        if method_cls.softens_logits:
-            return None
-        return (f"--ctkd learns the temperature a method softens its logits with (kd, checkpointkd, dkd); "
-                f"--distill {method_cls.name} has no such term")
+        return softening_refusal(cls.flag, "learns the temperature a method softens its logits with", method_cls)
 
     @classmethod
     def defaults_for(cls, method_cls, teacher: Optional[str], student: str) -> dict:
@@ -178,15 +174,6 @@ class CurriculumTemperature(Distiller):
 
     def trainable_modules(self):
         return list(self.inner.trainable_modules()) + [self.global_temperature]
-
-    def init_modules(self, student):
-        return self.inner.init_modules(student)
-
-    def init_loss(self, out_s, out_t, batch):
-        return self.inner.init_loss(out_s, out_t, batch)
-
-    def init_lr(self, learning_rate):
-        return self.inner.init_lr(learning_rate)
 
     def epoch_metrics(self):
         metrics = dict(self.inner.epoch_metrics())

@@ -17,7 +17,7 @@ import torch
 
 from helper.option import Option, str2bool
 
-from .base import DistillContext, Distiller, options_type, register_addon
+from .base import DistillContext, Distiller, options_type, register_addon, softening_refusal
 
 EPS = 1e-7  # the LS repository's, added to the std
 
@@ -79,10 +79,7 @@ class LogitStandardization:
 
     @classmethod
     def refusal(cls, method_cls) -> Optional[str]:
-        if method_cls.softens_logits:
-            return None
-        return (f"--logit_stand standardises the logits a method softens with a temperature (kd, checkpointkd, dkd); "
-                f"--distill {method_cls.name} has no such term")
+        return softening_refusal(cls.flag, "standardises the logits a method softens with a temperature", method_cls)
 
     @classmethod
     def defaults_for(cls, method_cls, teacher: Optional[str], student: str) -> dict:

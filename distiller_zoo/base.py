@@ -252,6 +252,38 @@ class Distiller(nn.Module):
         return float(learning_rate)
 
 
+class MethodWrapper(Distiller):
+    """A Distiller around a built one (an add-on such as milestone checking or CTKD): the wrapped method's
+    modules, init stage, per-epoch numbers and state stay its own (under ``inner.`` in the state dict); a subclass
+    changes ``loss`` and adds its own modules."""
+
+    def __init__(self, inner: Distiller, ctx: DistillContext):
+        super().__init__(ctx)
+        self.inner = inner
+
+    def trainable_modules(self):
+        return self.inner.trainable_modules()
+
+    def init_modules(self, student):
+        return self.inner.init_modules(student)
+
+    def init_loss(self, out_s, out_t, batch):
+        return self.inner.init_loss(out_s, out_t, batch)
+
+    def init_lr(self, learning_rate):
+        return self.inner.init_lr(learning_rate)
+
+    def epoch_metrics(self):
+        return self.inner.epoch_metrics()
+
+
+def softening_refusal(flag: str, purpose: str, method_cls) -> Optional[str]:
+    """Why an add-on that changes how logits are softened cannot serve ``method_cls`` (None: it can)."""
+    if method_cls.softens_logits:
+        return None
+    return f"{flag} {purpose} (kd, checkpointkd, dkd); --distill {method_cls.name} has no such term"
+
+
 @register("ce")
 class CrossEntropyOnly(Distiller):
     """Plain supervised training (teachers, students from scratch): only the ``ce`` term."""

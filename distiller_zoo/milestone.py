@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from helper.option import Option
 
-from .base import POST, Batch, DistillContext, Distiller, Outputs, kd_kl, register_addon
+from .base import POST, Batch, DistillContext, Distiller, MethodWrapper, Outputs, kd_kl, register_addon
 
 
 def num_stages(model: nn.Module) -> int:
@@ -72,7 +72,7 @@ MC_GROUP = "EMKD milestone checking and evaluation"
 
 
 @register_addon
-class MilestoneChecking(Distiller):
+class MilestoneChecking(MethodWrapper):
     """Wraps a built distiller and adds MC to its ``kd`` term; everything else is the wrapped method's.
 
     The wrapped method's trainable modules, init stage and state stay its own (under ``inner.`` in the
@@ -93,12 +93,11 @@ class MilestoneChecking(Distiller):
     def __init__(self, inner: Distiller, ctx: DistillContext, mc_weight: Optional[float] = None,
                  weights: Optional[Sequence[float]] = None):
         """``ctx.options``: this add-on's typed options (``MilestoneChecking.select_options``)."""
-        super().__init__(ctx)
-        opt = ctx.options
         if ctx.teacher is None or ctx.feat_s is None or ctx.feat_t is None:
             raise ValueError(f"milestone checking (--mc 1) compares student and teacher stage outputs; "
                              f"'{inner.name}' trains without a teacher")
-        self.inner = inner
+        super().__init__(inner, ctx)
+        opt = ctx.options
         self.name = f"{inner.name}+mc"
         # the stage outputs of the lists the wrapped method reads (pre-activation ones for abound, as in EMKD)
         self.student_features = inner.student_features or POST
@@ -142,17 +141,3 @@ class MilestoneChecking(Distiller):
         terms["kd"] = terms["kd"] + mc if "kd" in terms else mc
         return terms
 
-    def trainable_modules(self):
-        return self.inner.trainable_modules()
-
-    def init_modules(self, student):
-        return self.inner.init_modules(student)
-
-    def init_loss(self, out_s, out_t, batch):
-        return self.inner.init_loss(out_s, out_t, batch)
-
-    def init_lr(self, learning_rate):
-        return self.inner.init_lr(learning_rate)
-
-    def epoch_metrics(self):
-        return self.inner.epoch_metrics()

@@ -12,6 +12,16 @@ from typing import Dict, Optional
 import torch
 
 
+def accumulate(state, key: str, beta: float, d: torch.Tensor) -> torch.Tensor:
+    """SGD momentum without dampening: the buffer starts as the first increment, then ``beta * buf + d``."""
+    buf = state.get(key)
+    if buf is None:
+        buf = state[key] = torch.clone(d).detach()
+    else:
+        buf.mul_(beta).add_(d)
+    return buf
+
+
 class DOT(torch.optim.Optimizer):
     """Two-momentum SGD (one param group; dampening 0, no Nesterov, as the reference trainer).
 
@@ -73,21 +83,11 @@ class DOT(torch.optim.Optimizer):
             state = self.state[p]
             if g_task is not None:
                 d = g_task.add(p, alpha=wd) if wd != 0 else g_task
-                beta = m - delta if g_kd is not None else m
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.clone(d).detach()
-                else:
-                    buf.mul_(beta).add_(d)
+                buf = accumulate(state, "momentum_buffer", m - delta if g_kd is not None else m, d)
             if g_kd is not None:
                 # weight decay enters once per parameter: on the task branch when there is one
                 d_kd = g_kd.add(p, alpha=wd) if g_task is None and wd != 0 else g_kd
-                beta_kd = m + delta if g_task is not None else m
-                kd_buf = state.get("momentum_kd_buffer")
-                if kd_buf is None:
-                    kd_buf = state["momentum_kd_buffer"] = torch.clone(d_kd).detach()
-                else:
-                    kd_buf.mul_(beta_kd).add_(d_kd)
+                kd_buf = accumulate(state, "momentum_kd_buffer", m + delta if g_task is not None else m, d_kd)
             # both increments from gradients at the old theta: a simultaneous update
             if g_task is not None:
                 p.add_(buf, alpha=-lr)

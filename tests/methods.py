@@ -40,3 +40,21 @@ def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, *
         feat_t = list(t(probe, is_feat=True)[0])
     ctx = DistillContext(method_options(method, **overrides), s, t, feat_s, feat_t, num_classes=num_classes)
     return s, t, build_distiller(method, ctx)
+
+
+def distill_one_epoch(data_root, tmp_path, *flags, epochs=1):
+    """``train_student.py`` for ``epochs`` on the tiny CIFAR fixture, a random-weights resnet8 teacher and a resnet8
+    student; returns its result and the last checkpoint."""
+    import os
+
+    import train_student
+    from helper.checkpoint import save_checkpoint
+
+    path_t = str(tmp_path / "resnet8_vanilla" / "ckpt_epoch_1.pth")
+    if not os.path.exists(path_t):
+        save_checkpoint({"model": build_model("resnet8", num_classes=100).state_dict()}, path_t)
+    res = train_student.main(["--path_t", path_t, "--model_s", "resnet8", "--dataset", "cifar100", "--data_root",
+                              data_root, "--save_dir", str(tmp_path), "--epochs", str(epochs), "--batch_size", "64",
+                              "--device", "cpu", *flags])
+    state = torch.load(os.path.join(res["run_dir"], "resnet8_last.pth"), weights_only=True)
+    return res, state

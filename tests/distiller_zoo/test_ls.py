@@ -5,13 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_student
 from assembly.options import parse_configurations, parse_student_options, student_run_name
 from distiller_zoo import DKD, KD, Batch, Outputs
 from distiller_zoo.LS import LogitStandardization, standardize
-from helper.checkpoint import save_checkpoint
-from models import build_model
-from tests.methods import method_options
+from tests.methods import distill_one_epoch, method_options
 
 Z_S = torch.tensor([[1.0, 2.0, 0.5], [0.2, -1.0, 1.5]])
 Z_T = torch.tensor([[2.0, 1.0, 0.0], [0.0, -0.5, 2.5]])
@@ -108,11 +105,6 @@ def test_run_folders_name_the_add_ons():
 
 
 def test_kd_with_ls_trains_from_the_command_line(tiny_cifar, tmp_path):
-    path_t = str(tmp_path / "resnet8_vanilla" / "ckpt_epoch_1.pth")
-    save_checkpoint({"model": build_model("resnet8", num_classes=100).state_dict()}, path_t)
-    res = train_student.main(["--path_t", path_t, "--distill", "kd", "--logit_stand", "--model_s", "resnet8",
-                              "--dataset", "cifar100", "--data_root", tiny_cifar, "--save_dir", str(tmp_path),
-                              "--epochs", "1", "--batch_size", "64", "--device", "cpu"])
+    res, state = distill_one_epoch(tiny_cifar, tmp_path, "--distill", "kd", "--logit_stand")
     assert os.path.basename(res["run_dir"]) == "S_resnet8_T_resnet8_cifar100_kd_ls_r_0.1_a_9.0_b_0.0_1"
-    state = torch.load(os.path.join(res["run_dir"], "resnet8_last.pth"), weights_only=True)
     assert state["opt"]["logit_stand"] is True and state["opt"]["kd_T"] == 2.0

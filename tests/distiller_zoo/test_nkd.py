@@ -7,14 +7,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import train_student
 from assembly.options import parse_student_options, student_parser
 from distiller_zoo import build_distiller
 from distiller_zoo.base import Batch, DistillContext, Outputs
 from distiller_zoo.NKD import NKDLoss, non_target_columns
-from helper.checkpoint import save_checkpoint
-from models import build_model
-from tests.methods import method_options
+from tests.methods import distill_one_epoch, method_options
 
 Z_S = [[1.0, 2.0, 0.5], [0.2, -1.0, 1.5]]
 Z_T = [[2.0, 1.0, 0.0], [0.0, -0.5, 2.5]]
@@ -101,12 +98,7 @@ def test_declared_options_and_defaults():
 
 
 def test_one_epoch_from_the_command_line(tiny_cifar, tmp_path):
-    path_t = str(tmp_path / "resnet8_vanilla" / "ckpt_epoch_1.pth")
-    save_checkpoint({"model": build_model("resnet8", num_classes=100).state_dict()}, path_t)
-    res = train_student.main(["--path_t", path_t, "--distill", "nkd", "--nkd_T", "2", "--nkd_gamma", "1",
-                              "--model_s", "resnet8", "--dataset", "cifar100", "--data_root", tiny_cifar,
-                              "--save_dir", str(tmp_path), "--epochs", "1", "--batch_size", "64", "--device", "cpu"])
+    res, state = distill_one_epoch(tiny_cifar, tmp_path, "--distill", "nkd", "--nkd_T", "2", "--nkd_gamma", "1")
     assert os.path.basename(res["run_dir"]) == "S_resnet8_T_resnet8_cifar100_nkd_r_1.0_a_0.0_b_1.0_1"
-    state = torch.load(os.path.join(res["run_dir"], "resnet8_last.pth"), weights_only=True)
     assert state["epoch"] == 1
     assert (state["opt"]["nkd_T"], state["opt"]["nkd_gamma"]) == (2.0, 1.0)

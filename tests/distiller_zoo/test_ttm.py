@@ -6,14 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import train_student
 from assembly.options import parse_student_options, student_parser
 from distiller_zoo import REGISTRY, build_distiller
 from distiller_zoo.base import Batch, DistillContext, Outputs
 from distiller_zoo.TTM import transformed_teacher_matching
-from helper.checkpoint import save_checkpoint
-from models import build_model
-from tests.methods import method_options
+from tests.methods import distill_one_epoch, method_options
 
 Z_S = [[1.0, 2.0, 0.5], [0.2, -1.0, 1.5]]
 Z_T = [[2.0, 1.0, 0.0], [0.0, -0.5, 2.5]]
@@ -102,11 +99,6 @@ def test_declared_options_and_defaults():
 
 @pytest.mark.parametrize("name", ["ttm", "wttm"])
 def test_one_epoch_from_the_command_line(name, tiny_cifar, tmp_path):
-    path_t = str(tmp_path / "resnet8_vanilla" / "ckpt_epoch_1.pth")
-    save_checkpoint({"model": build_model("resnet8", num_classes=100).state_dict()}, path_t)
-    res = train_student.main(["--path_t", path_t, "--distill", name, "--ttm_l", "0.3", "--model_s", "resnet8",
-                              "--dataset", "cifar100", "--data_root", tiny_cifar, "--save_dir", str(tmp_path),
-                              "--epochs", "1", "--batch_size", "64", "--device", "cpu"])
+    res, state = distill_one_epoch(tiny_cifar, tmp_path, "--distill", name, "--ttm_l", "0.3")
     assert os.path.basename(res["run_dir"]) == f"S_resnet8_T_resnet8_cifar100_{name}_r_1.0_a_0.0_b_45.0_1"
-    state = torch.load(os.path.join(res["run_dir"], "resnet8_last.pth"), weights_only=True)
     assert state["epoch"] == 1 and state["opt"]["ttm_l"] == 0.3
