@@ -29,7 +29,7 @@ from dataset import NORMALIZATIONS, available_datasets
 from engine.teacher import TEACHER_OPTIONS, arch_from_path
 from helper.option import Option, str2bool
 from helper.util import SMALL_LR_MODELS, default_learning_rate, unknown_device
-from models import model_dict
+from models import arch_options, model_dict
 from models.ambb import normalize_block_type
 
 REPDISTILLER = "RepDistiller options"
@@ -367,7 +367,6 @@ def check_dot_options(o) -> None:
 
 def check_block_depth_applies(model_name: str, depth) -> None:
     # build_model drops block_depth for architectures without it; a given one would be silently unused.
-    from models import arch_options
     if depth is not None and model_name in model_dict and "block_depth" not in arch_options(model_name):
         raise ValueError(f"--block_depth applies to the self-defined my* models only, not '{model_name}'")
 

@@ -62,15 +62,14 @@ class DKDLoss(nn.Module):
         T = self.T if T is None else T
         offset = 1000.0 * one_hot(target, y_s)
         log_q_s = F.log_softmax(y_s / T - offset, dim=1)
+        q_t = F.softmax(y_t / T - offset, dim=1)
         if isinstance(T, torch.Tensor):
             # --ctkd's tau takes gradients through the teacher side too, and F.kl_div's gradient with respect to
             # its target is NaN where that is exactly 0 (the target class, pushed down by 1000); F.kl_div's
             # terms with the log clamped at the smallest normal number have the limit's gradient there, 0
-            q_t = F.softmax(y_t / T - offset, dim=1)
             log_q_t = q_t.clamp_min(torch.finfo(q_t.dtype).tiny).log()
             kl = (q_t * log_q_t - q_t * log_q_s).sum()
             return kl * T * T / y_s.shape[0]
-        q_t = F.softmax(y_t / T - offset, dim=1)
         return F.kl_div(log_q_s, q_t, reduction="sum") * T * T / y_s.shape[0]
 
     def forward(self, y_s, y_t, target, epoch=None, T=None):
