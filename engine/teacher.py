@@ -127,6 +127,15 @@ class Teacher(nn.Module):
     def get_bn_before_relu(self):
         return self.feature_model.get_bn_before_relu()
 
+    def bn_channel_offsets(self):
+        return self.feature_model.bn_channel_offsets()
+
+    def classifier_module(self):
+        return self.feature_model.classifier_module()
+
+    def pooled_map(self, last_stage_map):
+        return self.feature_model.pooled_map(last_stage_map)
+
     @property
     def stateful(self) -> bool:
         """Whether its BatchNorm statistics move while distilling (the --teacher_bn train modes)."""

@@ -97,6 +97,12 @@ class MobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.blocks])
 
+    classifier_attr = "classifier"
+
+    def pooled_map(self, last_stage_map: torch.Tensor) -> torch.Tensor:
+        # feat[-2] is the last block's output; the 1x1 head conv (1280 channels) follows it
+        return self.conv2(last_stage_map)
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         # Every block already ends on a BN without ReLU, so there is no separate
         # pre-activation version: both lists hold the same tensors, as in RepDistiller.

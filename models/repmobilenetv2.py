@@ -88,6 +88,11 @@ class RepMobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])
 
+    classifier_attr = "classifier"
+
+    def pooled_map(self, last_stage_map):
+        return self.conv2(last_stage_map)
+
     def features(self, x) -> FeatureMaps:
         out = self.conv1(x)
         f0 = out

@@ -105,6 +105,8 @@ class ResNet(ZooModel, nn.Module):
             self.in_planes = planes * block.expansion
         return nn.Sequential(*layers)
 
+    classifier_attr = "linear"
+
     def _stages(self):
         return (self.layer1, self.layer2, self.layer3, self.layer4)
 

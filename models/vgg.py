@@ -47,6 +47,8 @@ class VGGTrunk(ZooModel, nn.Module):
     as it always has for VGG (``num_stages`` = 3).
     """
 
+    classifier_attr = "classifier"
+
     def _blocks(self):
         return (self.block0, self.block1, self.block2, self.block3, self.block4)
 

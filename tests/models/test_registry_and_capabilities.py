@@ -1,6 +1,6 @@
 """models/registry.py (decorator registration, declared arch options) and the capabilities every zoo model
 answers (models/features.py): num_stages, stage_channels, features, penultimate_map_module,
-get_bn_before_relu."""
+get_bn_before_relu, bn_channel_offsets, classifier_module, pooled_map."""
 import subprocess
 import sys
 
@@ -256,21 +256,54 @@ def test_other_families_use_feat_minus_2(name, kwargs, stages):
 
 
 BN_COUNTS = {"resnet8": 3, "ResNet50": 4, "wrn_16_1": 3, "vgg8": 4, "MobileNetV2": 4, "mobilenetv2_035": 4,
-             "represnet20": 3, "repvgg8": 4, "repmobilenetv2": 4, "myresnet8": 3, "mywrn_10_2": 3,
-             "multi_resnet18_kd": 4}
+             "ShuffleV1": 3, "ShuffleV2": 3, "represnet20": 3, "repvgg8": 4, "repmobilenetv2": 4, "myresnet8": 3,
+             "mywrn_10_2": 3, "multi_resnet18_kd": 4}
 
 
 @pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
 def test_get_bn_before_relu(name, kwargs, stages):
     model = _model(name, kwargs)
-    if name.startswith("Shuffle"):
-        with pytest.raises(NotImplementedError, match="not supported as an 'Overhaul' \\(OFD\\) teacher"):
-            model.get_bn_before_relu()
-        return
     bns = model.get_bn_before_relu()
     assert len(bns) == BN_COUNTS[name]
     own = set(map(id, model.modules()))
     assert all(isinstance(m, nn.Module) and id(m) in own for m in bns)
+    assert len(model.bn_channel_offsets()) == len(bns)
+
+
+@pytest.mark.parametrize("name", ["ShuffleV1", "ShuffleV2"])
+def test_shufflenet_bns_produce_the_pre_activation_channels_they_claim(name):
+    # the maps are pre[-1-k:-1] for the k BNs; BN output channels at the stated offset feed those maps directly:
+    # with the BN's output replaced by a constant, exactly those channels move
+    model = _model(name, {}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    bns, offsets = model.get_bn_before_relu(), model.bn_channel_offsets()
+    with torch.no_grad():
+        base = model.features(x).pre[1:-1]
+    for i, (bn, offset) in enumerate(zip(bns, offsets)):
+        handle = bn.register_forward_hook(lambda m, inp, out: out + 1000.0)
+        try:
+            with torch.no_grad():
+                moved = model.features(x).pre[1:-1][i]
+        finally:
+            handle.remove()
+        changed = (moved - base[i]).abs().amax(dim=(0, 2, 3)) > 100
+        expected = torch.zeros(base[i].shape[1], dtype=torch.bool)
+        expected[offset:offset + bn.num_features] = True
+        assert torch.equal(changed, expected), (i, offset)
+        if offset:  # the channels no BN produces come from a ReLU: never negative
+            assert (base[i][:, :offset] >= 0).all()
+    assert offsets == ([0, 0, 0] if name == "ShuffleV1" else [58, 116, 232])
+
+
+@pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
+def test_the_classifier_of_the_pooled_map_gives_the_logits(name, kwargs, stages):
+    # classifier_module(global average of pooled_map(feat[-2])) is the model's own forward (what SimKD reuses)
+    model = _model(name, kwargs).eval()
+    with torch.no_grad():
+        feats, logits = model(torch.randn(2, 3, 32, 32), is_feat=True)
+        pooled = F.adaptive_avg_pool2d(model.pooled_map(feats[-2]), 1).flatten(1)
+        assert torch.allclose(pooled, feats[-1], atol=1e-5)
+        assert torch.allclose(model.classifier_module()(pooled), logits, atol=1e-5)
 
 
 def test_multi_resnet_bns_are_the_last_blocks_of_each_stage():
@@ -304,5 +337,8 @@ def test_a_new_family_gets_the_defaults():
     assert net.penultimate_map_module() is None
     with pytest.raises(NotImplementedError, match="_TinyNet does not name the BNs before its stage ReLUs"):
         net.get_bn_before_relu()
+    assert net.classifier_module() is net.fc
+    f = torch.randn(1, 2, 4, 4)
+    assert net.pooled_map(f) is f
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(net(x), net.features(x).logits)
