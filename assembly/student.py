@@ -127,7 +127,7 @@ def build_student_side(opt, data, device, teacher: Optional[Teacher]):
     def context(method_cls):
         return DistillContext(method_cls.select_options(opt), student, network_t, list(feat_s), feat_t,
                               train_targets=data.train.targets, num_classes=data.num_classes, device=device,
-                              student_name=opt.model_s)
+                              student_name=opt.model_s, batch_size=opt.batch_size)
 
     distiller = cls(context(cls))
     for addon in distiller_zoo.ADDONS:

@@ -115,6 +115,7 @@ class DistillContext:
     num_classes: int = 100
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     student_name: str = ""  # the --model_s name
+    batch_size: int = 64  # --batch_size, the rows of a training step per process (SemCKD sizes modules by it)
 
     @property
     def n_data(self) -> int:
