@@ -19,6 +19,9 @@ The engine (``engine/``) only talks to this interface:
   (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever precision the
   networks ran in.
 * ``trainable_modules()`` go into the optimizer next to the student.
+* ``deployed(student)``: the network evaluation scores and a run deploys (the student, or with SimKD the student
+  plus the method's projector and the teacher's classifier); ``deploy_state()`` is saved as the checkpoint's
+  ``deploy`` entry and ``deployed_from(student, entry)`` rebuilds that network (``validation.py``).
 * two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss`` (and ``init_lr``).
 * ``needs_teacher = False`` (self-distillation, e.g. BYOT): no teacher is built and the loop passes
   ``out_t=None``.
@@ -158,6 +161,9 @@ class Distiller(nn.Module):
     needs_teacher: bool = True
     # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
+    # its modules are sized by --batch_size (SemCKD): the loop skips a last batch smaller than that, as its
+    # reference does
+    full_batches_only: bool = False
 
     @classmethod
     def options_type(cls) -> type:
@@ -231,9 +237,31 @@ class Distiller(nn.Module):
         with torch.autocast(out_s.logits.device.type, enabled=False):
             return self.loss(float32_outputs(out_s), float32_outputs(out_t), batch, epoch)
 
+    def step_loss(self, out_s: Outputs, out_t: Optional[Outputs], batch: Batch,
+                  epoch: int) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """What the training step calls: ``float32_loss``'s terms and the logits its training accuracy counts
+        (the student's; a method whose deployed network predicts through its own modules returns those)."""
+        return self.float32_loss(out_s, out_t, batch, epoch), out_s.logits
+
     def trainable_modules(self) -> List[nn.Module]:
         """Extra modules whose parameters the main-stage optimizer updates (default: all children)."""
         return list(self.children())
+
+    # --- what a run deploys ------------------------------------------------------------
+    def deployed(self, student: nn.Module) -> nn.Module:
+        """The network this method's run deploys, which evaluation scores: the student itself, or (SimKD) the
+        student with some of the method's modules, sharing them."""
+        return student
+
+    def deploy_state(self) -> Optional[Dict[str, Any]]:
+        """What a checkpoint needs, next to the student's ``model`` state, to rebuild the deployed network with
+        :meth:`deployed_from` (``{'method': name, ...}``, tensors and plain values); None: the student is it."""
+        return None
+
+    @classmethod
+    def deployed_from(cls, student: nn.Module, state: Dict[str, Any]) -> nn.Module:
+        """The deployed network around a loaded ``student``, from a checkpoint's ``deploy`` entry."""
+        raise ValueError(f"--distill {cls.name} deploys the student alone; its checkpoints have no 'deploy' entry")
 
     # --- optional init stage (AB, FT, FSP) ---------------------------------------------
     def init_modules(self, student: nn.Module) -> Optional[List[nn.Module]]:
@@ -276,6 +304,16 @@ class MethodWrapper(Distiller):
 
     def epoch_metrics(self):
         return self.inner.epoch_metrics()
+
+    @property
+    def full_batches_only(self):
+        return self.inner.full_batches_only
+
+    def deployed(self, student):
+        return self.inner.deployed(student)
+
+    def deploy_state(self):
+        return self.inner.deploy_state()
 
 
 def softening_refusal(flag: str, purpose: str, method_cls) -> Optional[str]:

@@ -54,9 +54,9 @@ class StudentStep(nn.Module):
                         weights: Dict[str, float]):
         d = self.distiller
         out_s = forward(self.student, x, d.student_features)
-        terms = d.float32_loss(out_s, out_t, batch, epoch)
+        terms, logits = d.step_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-        return loss, terms, out_s.logits
+        return loss, terms, logits
 
 
 def optimize(step: nn.Module, optimizer, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
@@ -165,7 +165,8 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
               device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
     """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
 
-    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run.
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run, None for a run whose
+    method trains on full batches only and skipped this smaller one.
     """
     x = prepare_input(batch.x, use_channels_last(opt, device))
     batch = replace(batch, x=x)
@@ -175,8 +176,13 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
         with autocast_for(opt, device):
             out_t = teacher_outputs(teacher, x, {r.distiller.teacher_features for r in runs})
     scale = shard_loss_scale(batch, world_size)
+    # the global batch's rows, the same number in every process (so all skip a step alike)
+    rows = batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
     results = []
     for r, w in zip(runs, weights):
+        if r.distiller.full_batches_only and rows < r.opt.batch_size * world_size:
+            results.append(None)  # a method sized by the batch (SemCKD) skips the last, smaller one
+            continue
         with r.rng.active():
             results.append(optimize(r.step, r.optimizer, x, out_t.get(r.distiller.teacher_features), batch, epoch,
                                     w, r.opt, device, scale))

@@ -90,9 +90,9 @@ def test_each_method_runs_end_to_end(micro, method):
 
 def _fixed_batch_setup(method, teacher_name, student_name):
     torch.manual_seed(0)
-    # the loss weights come resolved: the method's -r/-a/-b when none is given
+    # the loss weights come resolved: the method's -r/-a/-b when none is given; batches of 8
     opt = parse_student_options(["--distill", method, "--model_s", student_name, "--path_t", "x",
-                                 "--nce_k", "8", "--feat_dim", "16", "--model_t", teacher_name])
+                                 "--nce_k", "8", "--feat_dim", "16", "--model_t", teacher_name, "--batch_size", "8"])
     imgs = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
     split = TensorImageSet(imgs, torch.arange(24) % 12, (0.5,) * 3, (0.25,) * 3)
     data = DataBundle("cifar100", split, split, 100)
@@ -106,7 +106,8 @@ def _fixed_batch_setup(method, teacher_name, student_name):
         fs = forward(student, probe, cls.student_features or POST).feats
         ft = forward(teacher, probe, cls.teacher_features or POST).feats
     ctx = distiller_zoo.DistillContext(cls.select_options(opt), student, teacher, list(fs), list(ft),
-                                       train_targets=split.targets, num_classes=100, student_name=student_name)
+                                       train_targets=split.targets, num_classes=100, student_name=student_name,
+                                       batch_size=opt.batch_size)
     return opt, data, teacher, student, cls(ctx)
 
 
