@@ -94,8 +94,8 @@ def stage_margins(teacher: nn.Module, maps: Sequence[torch.Tensor]) -> List[torc
     for bn, offset, fmap in zip(bns[-len(maps):], offsets[-len(maps):], maps):
         if not isinstance(bn, nn.BatchNorm2d):
             raise ValueError(f"--distill ofd takes its margins from the BatchNorm before each of the teacher's stage "
-                             f"ReLUs; the teacher ({type(teacher).__name__}) has a {type(bn).__name__} there (a "
-                             f"re-parameterisable block, no single BN); use a teacher of another family")
+                             f"ReLUs; the teacher ({type(teacher).__name__}) ends its stages in {type(bn).__name__} "
+                             f"blocks (re-parameterisable: no single BN); use a teacher of another family")
         channels = int(fmap.shape[1])
         if offset + bn.num_features > channels:
             raise ValueError(f"--distill ofd: the teacher's BN of {bn.num_features} channels at offset {offset} does "

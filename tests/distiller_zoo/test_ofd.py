@@ -94,7 +94,7 @@ def test_shufflenetv2_teacher_margins_cover_the_bn_half_only():
 
 
 def test_a_teacher_without_a_bn_before_its_relus_is_refused():
-    with pytest.raises(ValueError, match="re-parameterisable block"):
+    with pytest.raises(ValueError, match="ends its stages in AMBB blocks \\(re-parameterisable"):
         built_method("ofd", student="resnet8", teacher="represnet20")
 
 
