@@ -108,8 +108,8 @@ def review_levels(feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
 class ReviewKD(Distiller):
     """ReviewKD: ABFs (deepest level first, ``abfs[0]`` on the pooled vector) and the HCL as the ``-b`` term.
 
-    Defaults ``-r 1 -a 0 -b 1`` (mdistiller's CE and REVIEWKD_WEIGHT), with the per-pair ``-b`` of
-    :data:`PAIR_WEIGHTS` for the pairs of the authors' script (resnet32x4 -> resnet8x4: 5).
+    Defaults ``-r 1 -a 0 -b 1`` (mdistiller's CE and REVIEWKD_WEIGHT); for the pairs of the authors' script its
+    ``-b`` is a preset (:data:`PAIR_WEIGHTS`, e.g. 5 for resnet32x4 -> resnet8x4; printed at the start, a flag wins).
     """
 
     student_features = POST
@@ -121,6 +121,10 @@ class ReviewKD(Distiller):
         Option("reviewkd_max_mid", int, 512, "largest middle width of the ABFs (min of this and the student's "
                "pooled width)", group=GROUP),
     )
+
+    @classmethod
+    def defaults_for(cls, teacher, student):
+        return dict(PAIR_DEFAULTS.get((teacher, student), {}))
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -54,6 +54,9 @@ class StudentStep(nn.Module):
                         weights: Dict[str, float]):
         d = self.distiller
         out_s = forward(self.student, x, d.student_features)
+        if d.strong_view:
+            # the strong view's own forward, after the weak one's, as MLKD's reference runs them
+            out_s = replace(out_s, strong=forward(self.student, batch.x_strong, d.student_features))
         terms, logits = d.step_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
         return loss, terms, logits
@@ -168,13 +171,18 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
     Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run, None for a run whose
     method trains on full batches only and skipped this smaller one.
     """
-    x = prepare_input(batch.x, use_channels_last(opt, device))
-    batch = replace(batch, x=x)
-    out_t = {}
+    channels_last = use_channels_last(opt, device)
+    x = prepare_input(batch.x, channels_last)
+    strong = None if batch.x_strong is None else prepare_input(batch.x_strong, channels_last)
+    batch = replace(batch, x=x, x_strong=strong)
+    out_t, out_t_strong = {}, {}
     if teacher is not None:
-        # every run's need, from one teacher forward
+        # every run's need, from one teacher forward per view
         with autocast_for(opt, device):
             out_t = teacher_outputs(teacher, x, {r.distiller.teacher_features for r in runs})
+            kinds_strong = {r.distiller.teacher_features for r in runs if r.distiller.strong_view}
+            if kinds_strong:
+                out_t_strong = teacher_outputs(teacher, strong, kinds_strong)
     scale = shard_loss_scale(batch, world_size)
     # the global batch's rows, the same number in every process (so all skip a step alike)
     rows = batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
@@ -183,7 +191,10 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
         if r.distiller.full_batches_only and rows < r.opt.batch_size * world_size:
             results.append(None)  # a method sized by the batch (SemCKD) skips the last, smaller one
             continue
+        kind = r.distiller.teacher_features
+        own_t = out_t.get(kind)
+        if own_t is not None and r.distiller.strong_view:
+            own_t = replace(own_t, strong=out_t_strong[kind])
         with r.rng.active():
-            results.append(optimize(r.step, r.optimizer, x, out_t.get(r.distiller.teacher_features), batch, epoch,
-                                    w, r.opt, device, scale))
+            results.append(optimize(r.step, r.optimizer, x, own_t, batch, epoch, w, r.opt, device, scale))
     return batch, results

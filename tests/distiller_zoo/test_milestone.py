@@ -100,13 +100,14 @@ def test_mc_wraps_every_registered_method():
     student, teacher = build_model("myresnet8", block_depth=[1, 2, 1]), build_model("resnet8")
     imgs = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
     split = TensorImageSet(imgs, torch.arange(24) % 12, (0.5,) * 3, (0.25,) * 3)
-    batch = next(split.train_batches(6, 0, 1, augment=False))
+    batch = next(split.train_batches(6, 0, 1, augment=False, strong_view=True))
     for name in names:
         cls = REGISTRY[name]
         opt = parse_student_options(["--distill", name, "--model_s", "myresnet8", "--nce_k", "8",
                                      "--feat_dim", "16", "--mc", "1", "--mc_weight", "0.5"])
         ctx = model_ctx(cls.select_options(opt), student, teacher, preact=cls.student_features == PRE)
         ctx.train_targets = split.targets
+        ctx.batch_size = 6  # the batch below (SemCKD sizes its modules by it)
         inner = cls(ctx)
         d = MilestoneChecking(inner, with_options(ctx, MilestoneChecking.select_options(opt)))
         assert d.stage_weights == [1.0, 0.5, 1.0], name
@@ -114,6 +115,10 @@ def test_mc_wraps_every_registered_method():
         out_s = forward(student, batch.x, d.student_features)
         with torch.no_grad():
             out_t = forward(teacher, batch.x, d.teacher_features)
+        if d.strong_view:  # MLKD reads both views
+            out_s.strong = forward(student, batch.x_strong, d.student_features)
+            with torch.no_grad():
+                out_t.strong = forward(teacher, batch.x_strong, d.teacher_features)
         terms = d.loss(out_s, out_t, batch, 1)
         mc = 0.5 * d.mc_loss(out_s, out_t)
         assert mc.item() > 0 and torch.isfinite(terms["kd"]), name

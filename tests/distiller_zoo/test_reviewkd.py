@@ -3,6 +3,7 @@ pairs of different widths and resolutions, the warm-up and the refusals."""
 import pytest
 import torch
 
+from assembly.options import parse_configurations
 from distiller_zoo import POST, PRE
 from distiller_zoo.ReviewKD import PAIR_DEFAULTS, ReviewKD, hcl_level, hcl_loss, review_levels
 from engine.forward import forward
@@ -96,11 +97,17 @@ def test_the_max_mid_option_is_honoured():
     assert d.mid_channels == 256 and d.abfs[0].conv1[0].out_channels == 256
 
 
-def test_per_pair_weights_of_the_authors_script():
-    assert PAIR_DEFAULTS[("resnet32x4", "resnet8x4")] == {"beta": 5.0}
+def test_per_pair_weights_of_the_authors_script_are_presets_a_flag_overrides():
     assert PAIR_DEFAULTS[("resnet56", "resnet20")] == {"beta": 0.6}
-    assert PAIR_DEFAULTS[("resnet32x4", "ShuffleV2")] == {"beta": 8.0}
     assert ReviewKD.defaults == {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
+    pair = ["--distill", "reviewkd", "--path_t", "t.pth", "--model_t", "resnet32x4"]
+    run = parse_configurations(pair + ["--model_s", "resnet8x4"])[0]
+    assert (run.options.gamma, run.options.alpha, run.options.beta) == (1.0, 0.0, 5.0)
+    assert "resnet32x4 -> resnet8x4" in run.describe() and "beta=5.0" in run.describe()
+    assert parse_configurations(pair + ["--model_s", "ShuffleV2"])[0].options.beta == 8.0
+    # a pair the script does not list: mdistiller's default weight
+    assert parse_configurations(pair + ["--model_s", "vgg8"])[0].options.beta == 1.0
+    assert parse_configurations(pair + ["--model_s", "resnet8x4", "-b", "2"])[0].options.beta == 2.0
 
 
 def test_bad_options_are_refused():
