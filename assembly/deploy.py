@@ -2,10 +2,10 @@
 
 The input may be a checkpoint with a 'model' or 'state_dict' entry or a plain state dict ('module.' prefixes
 are stripped), or an ``.hdf5``/``.h5`` file holding one data set per state-dict key. A student whose run deploys
-more than the student (SimKD) has a 'deploy' entry next to 'model' that rebuilds that network (``deployed_network``). Fusing turns every AMBB
-block into one biased k x k conv and every ConvBN into one biased conv (BN folded in, running statistics), so
-the deploy model computes what the trained one computes in eval mode; the output is
-``{'model': fused_state_dict}``, written atomically.
+more than the student (SimKD) has a 'deploy' entry next to 'model' that rebuilds that network
+(``deployed_network``). Fusing turns every AMBB block into one biased k x k conv and every ConvBN into one biased
+conv (BN folded in, running statistics), so the deploy model computes what the trained one computes in eval mode;
+the output is ``{'model': fused_state_dict}``, written atomically.
 """
 from __future__ import annotations
 

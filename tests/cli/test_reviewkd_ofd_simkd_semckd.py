@@ -60,7 +60,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(micro_cifar, tmp_path, teache
 def test_ofd_distils_from_a_train_mode_teacher_and_resumes_its_statistics(micro_cifar, tmp_path, teacher_file):
     straight = distill(micro_cifar, tmp_path / "straight", teacher_file, "ofd", 2)
     # the default --teacher_bn train_always names the run folder and stores the teacher's moving statistics
-    assert os.path.basename(straight["run_dir"]) == "S_resnet8_T_resnet8_bntrainalways_cifar100_ofd_r_1.0_a_0.0_b_0.001_1"
+    assert (os.path.basename(straight["run_dir"])
+            == "S_resnet8_T_resnet8_bntrainalways_cifar100_ofd_r_1.0_a_0.0_b_0.001_1")
     a = last(straight)
     start = load_checkpoint(teacher_file)["model"]
     assert not torch.equal(a["teacher"]["members.0.bn1.running_mean"], start["bn1.running_mean"])
