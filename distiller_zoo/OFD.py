@@ -18,8 +18,9 @@ Teachers: every family that names the BN before each stage ReLU, ShuffleNets inc
 them, its issue #34): ShuffleNetV2's stage map is the kept half of the channels (outputs of earlier ReLUs, never
 negative, so their margin 0 gives the same loss as any negative margin) followed by the BN's half
 (``bn_channel_offsets``). MobileNetV2's block outputs are already pre-activation (mdistiller lacked the key:
-spec FIX 2). A teacher whose stages end in a re-parameterisable block (rep* models: several BNs summed) has no
-such BN and is refused.
+spec FIX 2). The rep* models serve where their stages end in a plain conv+BN (repmobilenetv2; represnet and
+repvgg trained with ``--blocktype base``); an AMBB block sums several BNs and a fused block has none, so such a
+teacher is refused.
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def stage_margins(teacher: nn.Module, maps: Sequence[torch.Tensor]) -> List[torc
         if not isinstance(bn, nn.BatchNorm2d):
             raise ValueError(f"--distill ofd takes its margins from the BatchNorm before each of the teacher's stage "
                              f"ReLUs; the teacher ({type(teacher).__name__}) ends its stages in {type(bn).__name__} "
-                             f"blocks (re-parameterisable: no single BN); use a teacher of another family")
+                             f"blocks (re-parameterisable: several BNs summed, or fused into the conv); train it with "
+                             f"--blocktype base, or use a teacher of another family")
         channels = int(fmap.shape[1])
         if offset + bn.num_features > channels:
             raise ValueError(f"--distill ofd: the teacher's BN of {bn.num_features} channels at offset {offset} does "

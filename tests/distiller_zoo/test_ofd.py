@@ -9,6 +9,7 @@ from distiller_zoo import PRE
 from distiller_zoo.OFD import OFD, ofd_elementwise, ofd_margin
 from engine.forward import forward
 from helper.types import Batch
+from models import build_model
 from tests.methods import built_method
 
 
@@ -93,8 +94,15 @@ def test_shufflenetv2_teacher_margins_cover_the_bn_half_only():
         assert (flat[offset:] < 0).all()
 
 
-def test_a_teacher_without_a_bn_before_its_relus_is_refused():
-    with pytest.raises(ValueError, match="ends its stages in AMBB blocks \\(re-parameterisable"):
+def test_rep_teachers_serve_through_their_plain_conv_bn_and_an_ambb_one_is_refused():
+    # repmobilenetv2's blocks end in a 1x1 ConvBN (its BN); represnet20 with --blocktype base likewise
+    _, t, d = built_method("ofd", student="resnet8", teacher="repmobilenetv2", num_classes=100)
+    for margin, bn in zip(d.margins, t.get_bn_before_relu()[-3:]):
+        assert isinstance(bn, torch.nn.BatchNorm2d) and torch.equal(margin.flatten(), ofd_margin(bn.weight, bn.bias))
+    base = build_model("represnet20", block_type="base")
+    assert all(isinstance(bn, torch.nn.BatchNorm2d) for bn in base.get_bn_before_relu())
+    # an AMBB block adds five branches' BNs: no single BN to take the margins from
+    with pytest.raises(ValueError, match="ends its stages in AMBB blocks .* --blocktype base"):
         built_method("ofd", student="resnet8", teacher="represnet20")
 
 
