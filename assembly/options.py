@@ -122,9 +122,16 @@ def architecture_options(short_blocktype: bool) -> Tuple[Option, ...]:
     )
 
 
+# CheckpointKD's --model_num: independently initialised models trained side by side
+TRIALS = Option("trials", int, 1, "train N models in one process on the same batches (students share the teacher's "
+                "forward): trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, "
+                "checkpoints and metrics, and equals a run of its own with that --seed and --trial and --data_seed "
+                "set to this run's", group=STUDENT)
+
 TEACHER_SCRIPT_OPTIONS = (
     Option("model", str, "resnet110", group=STUDENT),
     Option("trial", str, "0", "the experiment id", flags=("-t", "--trial"), group=STUDENT),
+    TRIALS,
 )
 
 STUDENT_SCRIPT_OPTIONS = (
@@ -138,10 +145,7 @@ STUDENT_SCRIPT_OPTIONS = (
     Option("distill", str, "kd", "method; comma-separated ones train side by side in one process, sharing the "
            "teacher's forward (each run as it would alone)", group=STUDENT),
     Option("trial", str, "1", "trial id", group=STUDENT),
-    Option("trials", int, 1, "train N students in one process on the same batches, sharing the teacher's forward: "
-           "trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, checkpoints "
-           "and metrics, and equals a run of its own with that --seed and --trial and --data_seed set to this run's",
-           group=STUDENT),
+    TRIALS,
     Option("gamma", float, None, "weight for classification (default 1)", flags=("-r", "--gamma"), group=STUDENT),
     Option("alpha", float, None, "weight balance for KD", flags=("-a", "--alpha"), group=STUDENT),
     Option("beta", float, None, "weight balance for other losses", flags=("-b", "--beta"), group=STUDENT),
@@ -406,7 +410,7 @@ def parse_teacher_options(argv=None):
     if opt.optimizer == "dot":
         raise SystemExit("error: --optimizer dot splits a distillation loss from the task loss; a model trained "
                          "from scratch has none (use it with train_student.py)")
-    check_run_options(opt)
+    check_run_options(opt, opt.trials)
     check_block_depth_applies(opt.model, opt.block_depth)
     return opt
 
