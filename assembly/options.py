@@ -30,7 +30,8 @@ import distiller_zoo
 from dataset import NORMALIZATIONS, available_datasets
 from engine.teacher import TEACHER_OPTIONS, arch_from_path
 from helper.option import Option, str2bool
-from helper.util import SMALL_LR_MODELS, default_learning_rate, unknown_device
+from helper.util import CHECKPOINTKD_MULTISTEP, LR_SCHEDULES, SMALL_LR_MODELS, default_learning_rate, \
+    unknown_device
 from models import arch_options, model_dict
 from models.ambb import normalize_block_type
 
@@ -57,6 +58,13 @@ RUN_OPTIONS: Tuple[Option, ...] = (
            group=REPDISTILLER),
     Option("lr_decay_epochs", str, "150,180,210", group=REPDISTILLER),
     Option("lr_decay_rate", float, 0.1, group=REPDISTILLER),
+    Option("lr_schedule", str, "step", "step: x --lr_decay_rate after each of --lr_decay_epochs (RepDistiller); "
+           "cosine: CheckpointKD's --cos_lr, lr x (1 + cos(pi (e-1) / --epochs)) / 2 in epoch e (per epoch, "
+           "eta_min 0); multistep: CheckpointKD's --multistep_lr, x --lr_decay_rate after epochs 149, 179, 209 and 239",
+           choices=LR_SCHEDULES, group=TOOLKIT),
+    Option("warm_up", bool, False, "lr 0.01 in the first epoch, then --lr_schedule (BYOT's --warm-up; under "
+           "torchrun scaled as --learning_rate is)", flags=("--warm-up", "--warm_up"), action="store_true",
+           group=TOOLKIT),
     Option("weight_decay", float, 5e-4, group=REPDISTILLER),
     Option("momentum", float, 0.9, group=REPDISTILLER),
     Option("nesterov", str2bool, False, "Nesterov momentum (CheckpointKD's SGD; RepDistiller uses plain momentum)",
@@ -116,9 +124,16 @@ def architecture_options(short_blocktype: bool) -> Tuple[Option, ...]:
     )
 
 
+# CheckpointKD's --model_num: independently initialised models trained side by side
+TRIALS = Option("trials", int, 1, "train N models in one process on the same batches (students share the teacher's "
+                "forward): trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, "
+                "checkpoints and metrics, and equals a run of its own with that --seed and --trial and --data_seed "
+                "set to this run's", group=STUDENT)
+
 TEACHER_SCRIPT_OPTIONS = (
     Option("model", str, "resnet110", group=STUDENT),
     Option("trial", str, "0", "the experiment id", flags=("-t", "--trial"), group=STUDENT),
+    TRIALS,
 )
 
 STUDENT_SCRIPT_OPTIONS = (
@@ -135,10 +150,7 @@ STUDENT_SCRIPT_OPTIONS = (
            "they beat every other default, a flag still wins), e.g. --distill mlkd --recipe long: MLKD's 480-epoch "
            "recipe; run folders end the method with _NAME", group=STUDENT),
     Option("trial", str, "1", "trial id", group=STUDENT),
-    Option("trials", int, 1, "train N students in one process on the same batches, sharing the teacher's forward: "
-           "trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, checkpoints "
-           "and metrics, and equals a run of its own with that --seed and --trial and --data_seed set to this run's",
-           group=STUDENT),
+    TRIALS,
     Option("gamma", float, None, "weight for classification (default 1)", flags=("-r", "--gamma"), group=STUDENT),
     Option("alpha", float, None, "weight balance for KD", flags=("-a", "--alpha"), group=STUDENT),
     Option("beta", float, None, "weight balance for other losses", flags=("-b", "--beta"), group=STUDENT),
@@ -360,6 +372,20 @@ def check_decay_epochs(text: str) -> None:
                          "e.g. 150,180,210")
 
 
+def check_schedule_flags(schedule: str, explicit: Set[str]) -> None:
+    """Refuse the step schedule's flags with a schedule that does not read them (they would be silently unused)."""
+    if schedule == "cosine":
+        given = [f"--{name}" for name in ("lr_decay_epochs", "lr_decay_rate") if name in explicit]
+        if given:
+            raise SystemExit(f"error: --lr_schedule cosine does not read {' or '.join(given)} (it anneals from "
+                             f"--learning_rate to 0 over --epochs); drop {'them' if len(given) > 1 else 'it'} or "
+                             "give --lr_schedule step")
+    elif schedule == "multistep" and "lr_decay_epochs" in explicit:
+        epochs = ",".join(map(str, CHECKPOINTKD_MULTISTEP))
+        raise SystemExit(f"error: --lr_schedule multistep does not read --lr_decay_epochs (it decays after "
+                         f"CheckpointKD's epochs {epochs}); for other epochs give --lr_schedule step --lr_decay_epochs")
+
+
 def check_positive(flag: str, value: float) -> None:
     # written so that nan (which passes any '<= 0' test) and inf are refused too
     if not (value > 0 and math.isfinite(value)):
@@ -408,14 +434,16 @@ def parse_teacher_options(argv=None):
     """train_teacher.py's resolved options."""
     parser = teacher_parser()
     raw = parser.parse_args(argv)
-    values, _ = resolve(raw, explicit_dests(parser, argv), {}, raw.model)
+    explicit = explicit_dests(parser, argv)
+    values, _ = resolve(raw, explicit, {}, raw.model)
+    check_schedule_flags(values["lr_schedule"], explicit)
     # a teacher (or vanilla student) trains with the cross-entropy term alone
     values.update(TOOLKIT_WEIGHTS)
     opt = options_type("TeacherOptions", list(values))(**values)
     if opt.optimizer == "dot":
         raise SystemExit("error: --optimizer dot splits a distillation loss from the task loss; a model trained "
                          "from scratch has none (use it with train_student.py)")
-    check_run_options(opt)
+    check_run_options(opt, opt.trials)
     check_block_depth_applies(opt.model, opt.block_depth)
     return opt
 
@@ -454,6 +482,7 @@ def parse_configurations(argv=None, parser=None) -> List[Configuration]:
         if values["optimizer"] == "dot" and values["nesterov"] and "nesterov" not in explicit:
             # a method's recipe with Nesterov (checkpointkd) under DOT, which has no such variant
             values["nesterov"], sources["nesterov"] = False, "--optimizer dot (no Nesterov variant)"
+        check_schedule_flags(values["lr_schedule"], explicit)
         opt = options_type("StudentOptions", list(values))(**values)
         check_run_options(opt, opt.trials)
         check_positive("--kd_T", opt.kd_T)
@@ -518,6 +547,7 @@ def student_run_name(opt, teacher_label: str, depth=None) -> str:
     distill += "".join(addon.run_suffix for addon in distiller_zoo.ADDONS if addon.enabled(opt))
     if opt.optimizer == "dot":
         distill += "_dot"  # a KD+DOT run next to its plain-SGD KD run, not in the same folder
+    distill += schedule_suffix(opt)
     return (f"S_{model_s}_T_{teacher_label}_{opt.dataset}_{distill}_r_{opt.gamma}_a_{opt.alpha}"
             f"_b_{opt.beta}_{opt.trial}")
 
@@ -525,4 +555,11 @@ def student_run_name(opt, teacher_label: str, depth=None) -> str:
 def teacher_run_name(opt, depth=None) -> str:
     """RepDistiller's teacher folder name; my* models carry their block depth (``myresnet20_3-7-2_...``)."""
     model = opt.model if depth is None else f"{opt.model}_{'-'.join(str(d) for d in depth)}"
-    return f"{model}_{opt.dataset}_lr_{opt.learning_rate}_decay_{opt.weight_decay}_trial_{opt.trial}"
+    return (f"{model}_{opt.dataset}_lr_{opt.learning_rate}{schedule_suffix(opt)}_decay_{opt.weight_decay}"
+            f"_trial_{opt.trial}")
+
+
+def schedule_suffix(opt) -> str:
+    """``_cosine``/``_multistep`` in run-folder names, so that such a run does not share the folder of (or resume)
+    the step-schedule run it is compared with; RepDistiller's step schedule adds nothing."""
+    return "" if opt.lr_schedule == "step" else f"_{opt.lr_schedule}"

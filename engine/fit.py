@@ -56,6 +56,15 @@ def load_optimizer_state(optimizer, state: Dict[str, Any]) -> None:
             group["fused"] = value
 
 
+def check_resumed_schedule(state: Dict[str, Any], opt, path: str) -> None:
+    """A run resumes under the --lr_schedule it started with (the lr of every epoch is a closed form of the epoch,
+    so the same schedule continues exactly); checkpoints written before the option existed are step-schedule ones."""
+    written = (state.get("opt") or {}).get("lr_schedule", "step")
+    if written != opt.lr_schedule:
+        raise ValueError(f"the --resume checkpoint '{path}' was written with --lr_schedule {written}; resume with "
+                         f"--lr_schedule {written}, not {opt.lr_schedule}")
+
+
 def optimizer_name(state: Dict[str, Any]) -> str:
     """The ``--optimizer`` that wrote an optimizer state dict: DOT's param group carries its ``delta``."""
     groups = state.get("param_groups") or [{}]
@@ -89,6 +98,7 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
             raise ValueError(f"--resume checkpoint '{path}' was written with another --distill method or method "
                              "options (its distiller state does not fit); resume with those") from None
         load_optimizer_state(run.optimizer, state["optimizer"])
+        check_resumed_schedule(state, run.opt, path)
         run.start_epoch = int(state["epoch"]) + 1
         run.best_acc = float(state.get("best_acc", 0.0))
         run.rng.restore(state.get("rng"))
@@ -216,7 +226,10 @@ def resume_paths(runs: List[StudentRun], resume: Optional[str], quiet: bool = Fa
 
 
 def warn_unused_milestones(opt, quiet: bool) -> None:
-    # milestone m lowers the lr from epoch m + 1 on, so it applies only when m < --epochs
+    # milestone m lowers the lr from epoch m + 1 on, so it applies only when m < --epochs; only the step schedule
+    # reads --lr_decay_epochs (multistep's fixed epochs beyond a 200-epoch run are CheckpointKD's own set-up)
+    if opt.lr_schedule != "step":
+        return
     unused = [m for m in parse_epochs(opt.lr_decay_epochs) if m >= opt.epochs]
     if unused:
         say(f"warning: --lr_decay_epochs {','.join(map(str, unused))} never apply with --epochs {opt.epochs} "

@@ -1,6 +1,7 @@
 """Schedules, metrics and run-time set-up shared by every entry script."""
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Optional, Sequence
@@ -17,16 +18,45 @@ def parse_epochs(text) -> list:
     return [int(v) for v in str(text).split(",") if v.strip()]
 
 
+# --lr_schedule values: RepDistiller's step schedule and CheckpointKD's two others
+LR_SCHEDULES = ("step", "cosine", "multistep")
+# CheckpointKD's --multistep_lr: MultiStepLR(milestones=[149, 179, 209, 239]) stepped with its 0-indexed epoch e
+# (student.py), i.e. the lr is lowered from 0-indexed epoch 149, which is epoch 150 here: milestone m of lr_at
+CHECKPOINTKD_MULTISTEP = (149, 179, 209, 239)
+# BYOT's --warm-up (train.py, adjust_learning_rate): lr 0.01 in its epoch 0, whatever --lr is
+WARM_UP_LR = 0.01
+
+
 def lr_at(epoch: int, base_lr: float, decay_epochs: Sequence[int], decay_rate: float) -> float:
     """RepDistiller's step schedule, epochs counted from 1: decay once for every milestone passed."""
     steps = sum(1 for m in decay_epochs if epoch > m)
     return base_lr * (decay_rate ** steps)
 
 
+def cosine_lr_at(epoch: int, base_lr: float, epochs: int) -> float:
+    """CheckpointKD's --cos_lr, epochs counted from 1: ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped once
+    at the start of every epoch with its 0-indexed epoch e = epoch - 1, whose closed form is
+    ``base_lr * (1 + cos(pi * e / T_max)) / 2`` (per epoch, not per step; epoch 1 has the full ``base_lr``)."""
+    return base_lr * (1.0 + math.cos(math.pi * (epoch - 1) / epochs)) / 2.0
+
+
+def scheduled_lr(epoch: int, base_lr: float, opt) -> float:
+    """The lr of ``epoch`` (from 1) under ``opt.lr_schedule`` and ``opt.warm_up``, for a run whose first-epoch lr
+    is ``base_lr`` (--learning_rate, or that scaled for several processes: the warm-up's 0.01 scales with it)."""
+    if opt.warm_up and epoch == 1:
+        return WARM_UP_LR * (base_lr / opt.learning_rate)
+    if opt.lr_schedule == "cosine":
+        return cosine_lr_at(epoch, base_lr, opt.epochs)
+    milestones = CHECKPOINTKD_MULTISTEP if opt.lr_schedule == "multistep" else parse_epochs(opt.lr_decay_epochs)
+    return lr_at(epoch, base_lr, milestones, opt.lr_decay_rate)
+
+
 def adjust_learning_rate(epoch: int, opt, optimizer, base_lr=None) -> float:
-    """Set the lr of ``epoch``; ``base_lr`` replaces --learning_rate (e.g. scaled for several processes)."""
+    """Set the lr of ``epoch``; ``base_lr`` replaces --learning_rate (e.g. scaled for several processes).
+
+    Every schedule is a closed form of the epoch, so a resumed run continues it exactly."""
     base = opt.learning_rate if base_lr is None else base_lr
-    lr = lr_at(epoch, base, parse_epochs(opt.lr_decay_epochs), opt.lr_decay_rate)
+    lr = scheduled_lr(epoch, base, opt)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

@@ -15,11 +15,12 @@ from __future__ import annotations
 # Imported for their registrations, in the order model_dict has always listed the families.
 from . import resnet, resnetv2, wrn, vgg, mobilenetv2, ShuffleNetv1, ShuffleNetv2  # noqa: F401
 from . import represnet, repvgg, repmobilenetv2, myresnet, mywrn  # noqa: F401
-from . import multi_resnet, mobilenetv2_widths  # noqa: F401
+from . import multi_resnet, mobilenetv2_widths, resnet_a  # noqa: F401
 from .extra import EXTRA_MODELS  # noqa: F401
 from .features import FeatureMaps
 from .mobilenetv2_widths import MOBILENETV2_WIDTH_MODELS  # noqa: F401
 from .multi_resnet import BYOT_MODELS  # noqa: F401
+from .resnet_a import RESNET_A_MODELS  # noqa: F401
 from .registry import ARCH_OPTIONS, accepts, arch_options, build_model, model_dict, register_model
 
 # The name this package exported before the registry declared the options.

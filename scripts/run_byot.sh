@@ -6,6 +6,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 # at the epoch where classifier 4/4 is best (printed at the end and in summary.json: best_exits).
 #   bash scripts/run_byot.sh               # both models
 #   bash scripts/run_byot.sh --epochs 1    # extra arguments go to every run
+#   bash scripts/run_byot.sh --warm-up     # BYOT's --warm-up: lr 0.01 in the first epoch, then the recipe's schedule
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 cd "$ROOT"

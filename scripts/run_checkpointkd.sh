@@ -5,25 +5,28 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi  # the seed READMEs 
 #      run, and from an intermediate one;
 #   2. "Full Ensemble vs. Snapshot Ensemble" (its --teacher_num 2): distil from the logit average of two
 #      independently trained teachers' last snapshots, and from that of two snapshots of one run.
-# Teachers wrn_40_2 and resnet110, students wrn_40_1, resnet32 and mobilenetv2_075 (every pair by default).
+# Teachers wrn_40_2 and resnet110, students wrn_40_1, resnet32 and mobilenetv2_075 (every pair by default); its
+# resnet110/resnet32 are the option-A CIFAR ResNets, resnet110_a/resnet32_a here (not RepDistiller's resnet110/32).
 #
 #   bash scripts/run_checkpointkd.sh                          # teachers (if missing), then all student runs
-#   PAIRS="resnet110:resnet32" bash scripts/run_checkpointkd.sh
+#   PAIRS="resnet110_a:resnet32_a" bash scripts/run_checkpointkd.sh
 #   INTER=auto bash scripts/run_checkpointkd.sh               # intermediate epoch from scripts/select_teacher.py
 #   REFERENCE_BN=1 bash scripts/run_checkpointkd.sh           # teachers' BN in train mode, as the reference
 #   bash scripts/run_checkpointkd.sh --seed 1                 # extra arguments go to every student run
+#   bash scripts/run_checkpointkd.sh --lr_schedule cosine     # students with its --cos_lr (or multistep: --multistep_lr)
+#   bash scripts/run_checkpointkd.sh --trials 3               # its --model_num 3: three students per run, seeds +0..2
 #   DATA_ROOT=/data SAVE_DIR=./save DEVICE=cuda bash scripts/run_checkpointkd.sh   # for every run
 #
 # Reference recipe (CheckpointKD's defaults): SGD lr 0.1, momentum 0.9, Nesterov, wd 5e-4, batch 128, 200 epochs,
 # lr x0.1 every 60 epochs; teachers keep a snapshot every 20 epochs (--save_epoch_teacher --epo 20 there,
 # --save_freq 20 here); students: --distill checkpointkd = loss 0.5 * CE + 0.5 * T^2 * KL with T = 5
 # (the same as --distill kd -r 0.5 -a 0.5 -b 0 --kd_T 5 plus the recipe flags). Its teachers are the two
-# trials 0 and 1 of train_teacher.py. The reference reports the best test accuracy over the last 10 epochs
-# (summary.json: best_acc_last10).
+# trials 0 and 1 of train_teacher.py --trials 2 (seeds 0 and 1). The reference reports the best test accuracy over
+# the last 10 epochs (summary.json: best_acc_last10).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 cd "$ROOT"
-PAIRS="${PAIRS:-wrn_40_2:wrn_40_1 wrn_40_2:resnet32 wrn_40_2:mobilenetv2_075 resnet110:wrn_40_1 resnet110:resnet32 resnet110:mobilenetv2_075}"
+PAIRS="${PAIRS:-wrn_40_2:wrn_40_1 wrn_40_2:resnet32_a wrn_40_2:mobilenetv2_075 resnet110_a:wrn_40_1 resnet110_a:resnet32_a resnet110_a:mobilenetv2_075}"
 T_EPOCHS="${T_EPOCHS:-200}"          # teacher epochs; the last snapshot is the "full" teacher
 SAVE_FREQ="${SAVE_FREQ:-20}"         # snapshot period
 INTER="${INTER:-100}"                # intermediate teacher epoch, or "auto"
@@ -39,15 +42,13 @@ if [ "${REFERENCE_BN:-0}" = "1" ]; then BN_ARGS=(--teacher_bn train); fi
 
 run_dir() { echo "$SAVE_DIR/models/${1}_cifar100_lr_0.1_decay_0.0005_trial_${2}"; }
 
-# Teachers: two independent runs per architecture, snapshots every SAVE_FREQ epochs.
+# Teachers: two independently initialised runs per architecture (its --model_num 2: trials 0 and 1 with seeds 0
+# and 1, side by side in one process), snapshots every SAVE_FREQ epochs.
 for T in $(for p in $PAIRS; do echo "${p%%:*}"; done | sort -u); do
-  for trial in 0 1; do
-    RUN="$(run_dir "$T" "$trial")"
-    if [ ! -f "$RUN/ckpt_epoch_${T_EPOCHS}.pth" ]; then
-      # an interrupted teacher run continues; one without a checkpoint yet starts from epoch 1
-      "$PY" train_teacher.py --model "$T" --trial "$trial" "${TEACHER_ARGS[@]}" "${COMMON[@]}" --resume auto
-    fi
-  done
+  if [ ! -f "$(run_dir "$T" 0)/ckpt_epoch_${T_EPOCHS}.pth" ] || [ ! -f "$(run_dir "$T" 1)/ckpt_epoch_${T_EPOCHS}.pth" ]; then
+    # an interrupted teacher run continues, a finished one is left as it is; one without a checkpoint starts afresh
+    "$PY" train_teacher.py --model "$T" --trial 0 --trials 2 "${TEACHER_ARGS[@]}" "${COMMON[@]}" --resume auto
+  fi
 done
 
 for pair in $PAIRS; do

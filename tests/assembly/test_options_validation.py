@@ -31,6 +31,14 @@ BAD_COMMON = [
     (["--device", "cuda:N"], f"error: --device 'cuda:N' is not a device; use one of {', '.join(device_names())}"),
     (["--overwrite", "--resume", "auto"],
      "error: --overwrite starts the run afresh and --resume continues it; give one of them"),
+    (["--lr_schedule", "cosine", "--lr_decay_epochs", "30"], "error: --lr_schedule cosine does not read "
+     "--lr_decay_epochs (it anneals from --learning_rate to 0 over --epochs); drop it or give --lr_schedule step"),
+    (["--lr_schedule", "cosine", "--lr_decay_epochs", "30", "--lr_decay_rate", "0.2"], "error: --lr_schedule cosine "
+     "does not read --lr_decay_epochs or --lr_decay_rate (it anneals from --learning_rate to 0 over --epochs); drop "
+     "them or give --lr_schedule step"),
+    (["--lr_decay_epochs", "30", "--lr_schedule", "multistep"], "error: --lr_schedule multistep does not read "
+     "--lr_decay_epochs (it decays after CheckpointKD's epochs 149,179,209,239); for other epochs give --lr_schedule "
+     "step --lr_decay_epochs"),
 ]
 
 
@@ -96,11 +104,13 @@ def test_hint_layer_on_the_pooled_vector_names_the_flag_and_the_valid_range():
     (180, "warning: --lr_decay_epochs 180,210 never apply with --epochs 180"),
 ])
 def test_milestones_past_the_last_epoch_are_named(epochs, line, capsys):
-    warn_unused_milestones(SimpleNamespace(lr_decay_epochs="150,180,210", epochs=epochs), quiet=False)
+    warn_unused_milestones(SimpleNamespace(lr_schedule="step", lr_decay_epochs="150,180,210", epochs=epochs),
+                           quiet=False)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith(line + " (")
 
 
 def test_milestones_that_all_apply_print_nothing(capsys):
-    warn_unused_milestones(SimpleNamespace(lr_decay_epochs="150,180,210", epochs=211), quiet=False)
+    warn_unused_milestones(SimpleNamespace(lr_schedule="step", lr_decay_epochs="150,180,210", epochs=211),
+                           quiet=False)
     assert capsys.readouterr().out == ""

@@ -1,6 +1,8 @@
 """CheckpointKD through the entry points: snapshots, ensemble teachers, teacher BN, selection, README lines.
 
-README lines translated (``${...}`` as in the README; only data/run-length flags are appended in the tests):
+README lines translated (``${...}`` as in the README; only data/run-length flags are appended in the tests;
+CheckpointKD's ``resnetN`` is ``resnetN_a`` here, its ``--model_num N`` is ``--trials N``, ``--cos_lr`` and
+``--multistep_lr`` are ``--lr_schedule cosine|multistep``):
 
     python main.py --data cifar100 --train_teacher --baseline --save_epoch_teacher --epo 20 \
         --data_root ${data_root} --save ${log_root} --arch ${teacher_arch}
@@ -129,11 +131,13 @@ def test_run_script_lines_parse():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     text = open(os.path.join(root, "scripts", "run_checkpointkd.sh")).read()
     assert text.count("train_student.py --distill checkpointkd") == 4
+    assert 'train_teacher.py --model "$T" --trial 0 --trials 2' in text
     for flag in ("--teacher_epochs \"$T_EPOCHS\"", "--teacher_epochs \"$E_INTER\"", "--teacher_epochs \"$SNAPSHOTS\"",
                  "ckpt_epoch_${T_EPOCHS}.pth,$RUN1/"):
         assert flag in text
-    for model in ("wrn_40_2", "resnet110", "wrn_40_1", "resnet32", "mobilenetv2_075"):
-        assert model in text
+    pairs = text.split('PAIRS="${PAIRS:-')[1].split("}")[0].split()
+    assert pairs == ["wrn_40_2:wrn_40_1", "wrn_40_2:resnet32_a", "wrn_40_2:mobilenetv2_075", "resnet110_a:wrn_40_1",
+                     "resnet110_a:resnet32_a", "resnet110_a:mobilenetv2_075"]
 
 
 README_TEACHER = ("python main.py --data cifar100 --train_teacher --baseline --save_epoch_teacher --epo 20 "
@@ -141,6 +145,11 @@ README_TEACHER = ("python main.py --data cifar100 --train_teacher --baseline --s
 README_STUDENT = ("python main.py --data cifar100  --train_student  --desemble_epoch  --arch ${student_arch} "
                   "--teacher_arch ${teaher_arch} --teacher_num ${teacher_num} --T ${temperature} --alpha ${alpha}  "
                   "--teacher_path ${path_to_load_pretrained_teacher_model} --data_root ${data_root} --save ${log_root}")
+
+
+# CheckpointKD's models/resnet.py (option-A shortcuts) under this toolkit's names
+ARCH = {f"resnet{d}": f"resnet{d}_a" for d in (14, 20, 32, 44, 56, 110, 1202)}
+SCHEDULE = {"--cos_lr": "cosine", "--multistep_lr": "multistep"}
 
 
 def translate(line, env):
@@ -156,42 +165,58 @@ def translate(line, env):
             args[key] = True
             i += 1
     sub = lambda v: env[v[2:-1]] if isinstance(v, str) and v.startswith("${") else v  # noqa: E731
+    arch = lambda v: ARCH.get(sub(v), sub(v))  # noqa: E731
     common = ["--dataset", sub(args["--data"]), "--data_root", sub(args["--data_root"]), "--save_dir",
               sub(args["--save"])]
+    common += [a for flag, schedule in SCHEDULE.items() if flag in args for a in ("--lr_schedule", schedule)]
     if "--train_teacher" in args:
-        return "train_teacher.py", common + ["--model", sub(args["--arch"]), "--save_freq", sub(args["--epo"]),
+        return "train_teacher.py", common + ["--model", arch(args["--arch"]), "--save_freq", sub(args["--epo"]),
                                              "--epochs", "200", "--batch_size", "128"] + TEACHER_RECIPE.split()
+    if "--model_num" in args:
+        common += ["--trials", sub(args["--model_num"])]
     alpha, n = float(sub(args["--alpha"])), int(sub(args["--teacher_num"]))
     epo = int(env.get("epo", 20))
     return "train_student.py", common + [
-        "--distill", "checkpointkd", "--model_s", sub(args["--arch"]), "--model_t", sub(args["--teacher_arch"]),
+        "--distill", "checkpointkd", "--model_s", arch(args["--arch"]), "--model_t", arch(args["--teacher_arch"]),
         "--teacher_epochs", ",".join(str(epo * j) for j in range(1, n + 1)), "--kd_T", sub(args["--T"]),
         "-r", str(alpha), "-a", str(1 - alpha), "--path_t", sub(args["--teacher_path"])]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("teacher,student,teacher_num", [("wrn_40_2", "wrn_40_1", 1), ("resnet110", "resnet32", 2),
-                                                          ("wrn_40_2", "mobilenetv2_075", 2)])
-def test_readme_lines_end_to_end(teacher, student, teacher_num, micro_cifar, tmp_path_factory):
+@pytest.mark.parametrize("teacher,student,teacher_num,reference_flags", [
+    ("wrn_40_2", "wrn_40_1", 1, ""), ("resnet110", "resnet32", 2, "--cos_lr --model_num 2"),
+    ("wrn_40_2", "mobilenetv2_075", 2, "--multistep_lr")])
+def test_readme_lines_end_to_end(teacher, student, teacher_num, reference_flags, micro_cifar, tmp_path_factory):
     log_root = str(tmp_path_factory.getbasetemp() / f"ckd_readme_{teacher}")
     env = {"data_root": micro_cifar, "log_root": log_root, "teacher_arch": teacher, "teaher_arch": teacher,
            "student_arch": student, "teacher_num": str(teacher_num), "temperature": "5.0", "alpha": "0.5", "epo": "1"}
     script, args = translate(README_TEACHER, env)
-    assert script == "train_teacher.py" and args[args.index("--save_freq") + 1] == "20"
+    teacher, student = ARCH.get(teacher, teacher), ARCH.get(student, student)  # the seed's resnets: option A
+    assert script == "train_teacher.py" and args[args.index("--model") + 1] == teacher
+    assert args[args.index("--save_freq") + 1] == "20"
     run = os.path.join(log_root, "models", f"{teacher}_cifar100_lr_0.1_decay_0.0005_trial_0")
     if not os.path.isfile(os.path.join(run, "ckpt_epoch_2.pth")):
         # run-length flags appended: 2 epochs, a snapshot every epoch
         train_teacher.main(args + ["--epochs", "2", "--save_freq", "1", "--device", "cpu", "--batch_size", "24"])
     env["path_to_load_pretrained_teacher_model"] = run
-    script, args = translate(README_STUDENT, env)
+    script, args = translate(README_STUDENT + " " + reference_flags, env)
     assert script == "train_student.py"
     res = train_student.main(args + ["--epochs", "1", "--device", "cpu", "--batch_size", "24"])
     o = json.load(open(os.path.join(res["run_dir"], "summary.json")))["options"]
-    assert (o["gamma"], o["alpha"], o["kd_T"], o["model_t"]) == (0.5, 0.5, 5.0, teacher)
+    assert (o["gamma"], o["alpha"], o["kd_T"], o["model_t"], o["model_s"]) == (0.5, 0.5, 5.0, teacher, student)
     assert o["teacher_epochs"] == ",".join(str(j) for j in range(1, teacher_num + 1))
+    schedule = {"--cos_lr": "cosine", "--multistep_lr": "multistep"}.get(reference_flags.split(" ")[0], "step")
+    assert o["lr_schedule"] == schedule
     tag = f"{teacher}_ep{'-'.join(str(j) for j in range(1, teacher_num + 1))}"
-    assert os.path.basename(res["run_dir"]) == f"S_{student}_T_{tag}_cifar100_checkpointkd_r_0.5_a_0.5_b_0.0_1"
+    method = "checkpointkd" + ("" if schedule == "step" else f"_{schedule}")
+    name = f"S_{student}_T_{tag}_cifar100_{method}_r_0.5_a_0.5_b_0.0_"
+    assert os.path.basename(res["run_dir"]) == name + "1"
     assert 0 <= res["last_acc"] <= 100
+    if "--model_num 2" in reference_flags:
+        # two students side by side, trials 1 and 2 with seeds 0 and 1
+        assert [os.path.basename(r["run_dir"]) for r in res["trials"]] == [name + "1", name + "2"]
+        seeds = [json.load(open(os.path.join(r["run_dir"], "summary.json")))["options"]["seed"] for r in res["trials"]]
+        assert seeds == [0, 1]
 
 
 @pytest.mark.slow
@@ -213,9 +238,11 @@ def test_run_script_end_to_end(micro_cifar, tmp_path):
     # INTER=auto: the intermediate epoch came from scripts/select_teacher.py
     assert inter[0] in ("S_resnet8_T_resnet8_ep1_cifar100_checkpointkd_r_0.5_a_0.5_b_0.0_inter",
                         "S_resnet8_T_resnet8_ep2_cifar100_checkpointkd_r_0.5_a_0.5_b_0.0_inter")
-    for t in (0, 1):
-        assert os.path.isfile(os.path.join(save, "models", f"resnet8_cifar100_lr_0.1_decay_0.0005_trial_{t}",
-                                           "ckpt_epoch_2.pth"))
+    teachers = [load_checkpoint(os.path.join(save, "models", f"resnet8_cifar100_lr_0.1_decay_0.0005_trial_{t}",
+                                             "ckpt_epoch_2.pth")) for t in (0, 1)]
+    # the full ensemble's two teachers are independent runs (--trials 2: seeds 0 and 1), not one run twice
+    assert [t["opt"]["seed"] for t in teachers] == [0, 1]
+    assert not torch.equal(teachers[0]["model"]["fc.weight"], teachers[1]["model"]["fc.weight"])
 
 
 def test_teacher_bn_train_resume_restores_the_teachers_statistics(snapshot_run, micro_cifar, tmp_path):

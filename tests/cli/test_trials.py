@@ -210,3 +210,27 @@ def test_methods_with_their_own_learning_rates_train_side_by_side(tiny_cifar, te
     lr = {os.path.basename(r["run_dir"]).split("_")[5]: read_metrics(r["run_dir"])[0]["lr"] for r in res["trials"]}
     # each keeps its own learning rate: RepDistiller's 0.05 and checkpointkd's recipe 0.1
     assert lr == {"kd": 0.05, "checkpointkd": 0.1}
+
+
+@pytest.mark.slow
+def test_teacher_trials_are_checkpointkds_model_num(teacher_cifar, tmp_path):
+    # train_teacher.py --trials 2 (CheckpointKD's --model_num 2): trials 0 and 1 in their run folders, each equal to a
+    # run of its own with that --seed/--trial and the shared --data_seed
+    args = ["--model", "resnet8", "--epochs", "2", "--batch_size", "8", "--device", "cpu", "--dataset", "cifar100",
+            "--data_root", teacher_cifar, "--lr_schedule", "cosine", "--seed", "3"]
+    res = train_teacher.main(args + ["--trials", "2", "--save_dir", str(tmp_path / "both")])
+    names = [f"resnet8_cifar100_lr_0.05_cosine_decay_0.0005_trial_{t}" for t in (0, 1)]
+    assert [os.path.basename(r["run_dir"]) for r in res["trials"]] == names
+    for trial, seed in ((0, 3), (1, 4)):
+        alone = tmp_path / f"alone{trial}"
+        train_teacher.main(args + ["--seed", str(seed), "--trial", str(trial), "--data_seed", "3", "--save_dir",
+                                   str(alone)])
+        a = load_checkpoint(str(tmp_path / "both" / "models" / names[trial] / "resnet8_last.pth"))
+        b = load_checkpoint(str(alone / "models" / names[trial] / "resnet8_last.pth"))
+        assert a["model"].keys() == b["model"].keys()
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        summary = json.load(open(tmp_path / "both" / "models" / names[trial] / "summary.json"))
+        assert (summary["options"]["seed"], summary["options"]["trial"]) == (seed, str(trial))
+    first = load_checkpoint(str(tmp_path / "both" / "models" / names[0] / "resnet8_last.pth"))["model"]
+    second = load_checkpoint(str(tmp_path / "both" / "models" / names[1] / "resnet8_last.pth"))["model"]
+    assert not torch.equal(first["fc.weight"], second["fc.weight"])  # independent initialisations

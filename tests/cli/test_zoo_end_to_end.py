@@ -169,3 +169,24 @@ def test_nce_k_too_large_stops_before_training(micro):
     args[args.index("--nce_k") + 1] = "100000"
     with pytest.raises(ValueError, match="nce_k"):
         train_student.main(args)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_student_gradients_on_option_a_resnets(method):
+    # CheckpointKD's resnet110_a -> resnet32_a in miniature: the feature contract of models/resnet_a.py serves every
+    # method (its init stage for the two-stage ones), and the gradients reach the student
+    opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet20_a", "resnet14_a")
+    batch = next(data.train.train_batches(8, 0, 1, augment=False))
+    student.train()
+    out_s = forward(student, batch.x, d.student_features)
+    with torch.no_grad():
+        out_t = forward(teacher, batch.x, d.teacher_features)
+    if method in ("abound", "fsp"):
+        loss = d.init_loss(out_s, out_t, batch)
+    else:
+        weights = {"ce": opt.gamma, "kl": opt.alpha, "kd": opt.beta}
+        loss = sum(weights[k] * v for k, v in d.loss(out_s, out_t, batch, 1).items())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0

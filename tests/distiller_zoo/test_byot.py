@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from distiller_zoo.base import Batch, DistillContext, Outputs
 from distiller_zoo.BYOT import BYOT, byot_terms
-from helper.util import lr_at, parse_epochs
+from assembly.options import parse_student_options
+from helper.util import lr_at, parse_epochs, scheduled_lr
 from tests.methods import method_options
 
 
@@ -105,3 +106,27 @@ def test_reference_schedule_epoch_counts():
     r = BYOT.defaults
     lrs = [round(lr_at(e, 0.1, parse_epochs(r["lr_decay_epochs"]), 0.1), 8) for e in range(1, r["epochs"] + 1)]
     assert [lrs.count(v) for v in (0.1, 0.01, 0.001, 0.0001)] == [75, 55, 50, 20]
+
+
+def byot_reference_lr(epoch, warm_up, lr=0.1, step_ratio=0.1):
+    """BYOT's train.py adjust_learning_rate, transcribed (0-indexed epochs)."""
+    if warm_up and epoch < 1:
+        return 0.01
+    if 75 <= epoch < 130:
+        return lr * step_ratio
+    if 130 <= epoch < 180:
+        return lr * step_ratio ** 2
+    if epoch >= 180:
+        return lr * step_ratio ** 3
+    return lr
+
+
+@pytest.mark.parametrize("warm_up", [True, False], ids=["warm-up", "no warm-up"])
+def test_warm_up_lr_of_every_epoch_is_the_references(warm_up):
+    # the README's run with the reference's --warm-up: lr 0.01 in its epoch 0 only, then the recipe's schedule
+    opt = parse_student_options(["--distill", "byot", "--model_s", "multi_resnet18_kd"]
+                                + (["--warm-up"] if warm_up else []))
+    assert opt.warm_up is warm_up and opt.epochs == 200
+    got = [scheduled_lr(e, opt.learning_rate, opt) for e in range(1, opt.epochs + 1)]
+    assert got == pytest.approx([byot_reference_lr(e, warm_up) for e in range(200)], rel=1e-12)
+    assert got[:2] == ([0.01, 0.1] if warm_up else [0.1, 0.1])

@@ -18,7 +18,8 @@ def test_repdistiller_step_schedule(epoch, expected):
 def test_adjust_learning_rate_sets_every_group():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [p]}, {"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=1.0)
-    o = types.SimpleNamespace(learning_rate=0.05, lr_decay_epochs="150,180,210", lr_decay_rate=0.1)
+    o = types.SimpleNamespace(learning_rate=0.05, lr_decay_epochs="150,180,210", lr_decay_rate=0.1,
+                              lr_schedule="step", warm_up=False, epochs=240)
     assert adjust_learning_rate(181, o, opt) == pytest.approx(0.0005)
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.0005)] * 2
 

@@ -16,6 +16,7 @@ from models.extra import EXTRA_MODELS
 from models.features import FeatureMaps, ZooModel
 from models.mobilenetv2_widths import MOBILENETV2_WIDTH_MODELS
 from models.multi_resnet import BYOT_MODELS
+from models.resnet_a import RESNET_A_MODELS
 
 ALL_NAMES = {
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
@@ -24,7 +25,8 @@ ALL_NAMES = {
     "repvgg8", "repmobilenetv2", "myresnet8", "myresnet14", "myresnet20", "myresnet32", "myresnet44",
     "myresnet56", "myresnet110", "myresnet8x4", "myresnet32x4", "mywrn_10_2", "mywrn_16_1", "mywrn_16_2",
     "mywrn_40_1", "mywrn_40_2", "multi_resnet18_kd", "multi_resnet50_kd", "mobilenetv2_035",
-    "mobilenetv2_05", "mobilenetv2_075", "mobilenetv2",
+    "mobilenetv2_05", "mobilenetv2_075", "mobilenetv2", "resnet14_a", "resnet20_a", "resnet32_a", "resnet44_a",
+    "resnet56_a", "resnet110_a", "resnet1202_a",
 }
 
 
@@ -133,9 +135,10 @@ def test_unknown_name_error_names_the_valid_ones():
 
 def test_the_family_dicts_are_views_of_the_registry():
     assert set(BYOT_MODELS) == {"multi_resnet18_kd", "multi_resnet50_kd"}
+    assert set(RESNET_A_MODELS) == {n for n in ALL_NAMES if n.endswith("_a")}
     assert list(MOBILENETV2_WIDTH_MODELS) == ["mobilenetv2_035", "mobilenetv2_05", "mobilenetv2_075", "mobilenetv2"]
     assert set(EXTRA_MODELS) == {n for n in ALL_NAMES if n.startswith(("rep", "my"))}
-    assert all(model_dict[n] is c for view in (BYOT_MODELS, MOBILENETV2_WIDTH_MODELS, EXTRA_MODELS)
+    assert all(model_dict[n] is c for view in (BYOT_MODELS, MOBILENETV2_WIDTH_MODELS, EXTRA_MODELS, RESNET_A_MODELS)
                for n, c in view.items())
     assert models.OPTIONAL_ARCH_KWARGS == ("block_type", "deploy", "block_depth")
 
@@ -169,6 +172,7 @@ FAMILIES = [
     ("myresnet8", {"block_depth": [1, 2, 1]}, 3),
     ("mywrn_10_2", {"block_depth": [2, 1, 1]}, 3),
     ("multi_resnet18_kd", {}, 3),
+    ("resnet14_a", {}, 3),
 ]
 SLOW = {"ResNet50", "multi_resnet18_kd"}
 IDS = [f[0] for f in FAMILIES]
@@ -257,7 +261,7 @@ def test_other_families_use_feat_minus_2(name, kwargs, stages):
 
 BN_COUNTS = {"resnet8": 3, "ResNet50": 4, "wrn_16_1": 3, "vgg8": 4, "MobileNetV2": 4, "mobilenetv2_035": 4,
              "ShuffleV1": 3, "ShuffleV2": 3, "represnet20": 3, "repvgg8": 4, "repmobilenetv2": 4, "myresnet8": 3,
-             "mywrn_10_2": 3, "multi_resnet18_kd": 4}
+             "mywrn_10_2": 3, "multi_resnet18_kd": 4, "resnet14_a": 3}
 
 
 @pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
