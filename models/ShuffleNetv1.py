@@ -97,6 +97,9 @@ class ShuffleNet(ZooModel, nn.Module):
     def get_bn_before_relu(self):
         raise NotImplementedError("ShuffleNet is not supported as an 'Overhaul' (OFD) teacher")
 
+    def classifier_layer(self) -> nn.Linear:
+        return self.linear
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         # RepDistiller's fixed 4x4 window is the whole map for 32x32 inputs; sizing it from the

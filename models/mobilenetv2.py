@@ -97,6 +97,13 @@ class MobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.blocks])
 
+    def pooled_map_module(self) -> nn.Module:
+        # feat[-2] is the last block's 160-channel output; the 1x1 conv head (1280, with BN-ReLU) is pooled
+        return self.conv2
+
+    def classifier_layer(self) -> nn.Linear:
+        return self.classifier[0]
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         # Every block already ends on a BN without ReLU, so there is no separate
         # pre-activation version: both lists hold the same tensors, as in RepDistiller.

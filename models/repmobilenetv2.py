@@ -88,6 +88,13 @@ class RepMobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])
 
+    def pooled_map_module(self):
+        # feat[-2] is the last block's output; the 1x1 conv head (with its ReLU) is pooled
+        return self.conv2
+
+    def classifier_layer(self):
+        return self.classifier[0]
+
     def features(self, x) -> FeatureMaps:
         out = self.conv1(x)
         f0 = out

@@ -88,6 +88,9 @@ class RepResNet(ZooModel, nn.Module):
         # block (whose output is a sum of BN outputs) plays that role.
         return [self.layer1[-1].conv2, self.layer2[-1].conv2, self.layer3[-1].conv2]
 
+    def classifier_layer(self):
+        return self.fc
+
     def features(self, x) -> FeatureMaps:
         x, post, pre = run_stages(self.relu(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
         return classify(self.avgpool(x).view(x.size(0), -1), post, pre, self.fc)

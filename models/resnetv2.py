@@ -119,6 +119,9 @@ class ResNet(ZooModel, nn.Module):
             return [stage[-1].bn2 for stage in self._stages()]
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
+    def classifier_layer(self) -> nn.Linear:
+        return self.linear
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), self._stages())
         return classify(torch.flatten(self.avgpool(x), 1), post, pre, self.linear)

@@ -60,6 +60,9 @@ class VGGTrunk(ZooModel, nn.Module):
     def get_bn_before_relu(self) -> List[nn.Module]:
         return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
 
+    def classifier_layer(self) -> nn.Linear:
+        return self.classifier
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         height = x.shape[2]
         x = F.relu(self.block0(x))

@@ -100,6 +100,12 @@ class WideResNet(ZooModel, nn.Module):
         # feat[-2] is the raw block3 output; the map that is pooled is this ReLU's output, used nowhere else.
         return self.relu
 
+    def pooled_map_module(self) -> nn.Module:
+        return self.relu
+
+    def classifier_layer(self) -> nn.Linear:
+        return self.fc
+
     def _run(self, x: torch.Tensor, with_pre: bool):
         f0 = self.conv1(x)
         f1 = self.block1(f0)

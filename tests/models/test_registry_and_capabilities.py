@@ -306,3 +306,37 @@ def test_a_new_family_gets_the_defaults():
         net.get_bn_before_relu()
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(net(x), net.features(x).logits)
+
+
+# the channels of the map each family pools into feat[-1] (10 classes), where it is not feat[-2]'s
+POOLED_MAP_CHANNELS = {"MobileNetV2": 1280, "mobilenetv2_035": 1280, "repmobilenetv2": 1280, "ShuffleV2": 1024,
+                       "wrn_16_1": 64, "mywrn_10_2": 128}
+
+
+@pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
+def test_the_pooled_map_averages_to_feat_minus_1_and_the_classifier_layer_gives_the_logits(name, kwargs, stages):
+    model = _model(name, kwargs).eval()
+    module = model.pooled_map_module()
+    tapped = []
+    handle = module.register_forward_hook(lambda m, i, o: tapped.append(o.clone())) if module is not None else None
+    size = 8 if name in SLOW else 32
+    try:
+        with torch.no_grad():
+            feats, logits = model(torch.randn(2, 3, size, size), is_feat=True)
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert (module is not None) == (name in POOLED_MAP_CHANNELS)
+    pooled_map = tapped[-1] if module is not None else feats[-2]
+    assert pooled_map.dim() == 4 and pooled_map.shape[1] == POOLED_MAP_CHANNELS.get(name, feats[-2].shape[1])
+    assert torch.allclose(pooled_map.mean(dim=(2, 3)), feats[-1], atol=1e-6)
+    layer = model.classifier_layer()
+    own = set(map(id, model.modules()))
+    assert isinstance(layer, nn.Linear) and id(layer) in own and layer.out_features == 10
+    assert torch.equal(layer(feats[-1]), logits)
+
+
+def test_a_family_without_a_named_classifier_says_so():
+    with pytest.raises(NotImplementedError, match="_TinyNet does not name its classifier layer"):
+        _TinyNet().classifier_layer()
+    assert _TinyNet().pooled_map_module() is None
