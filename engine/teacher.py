@@ -127,6 +127,12 @@ class Teacher(nn.Module):
     def get_bn_before_relu(self):
         return self.feature_model.get_bn_before_relu()
 
+    def pooled_map_module(self):
+        return self.feature_model.pooled_map_module()
+
+    def classifier_layer(self):
+        return self.feature_model.classifier_layer()
+
     @property
     def stateful(self) -> bool:
         """Whether its BatchNorm statistics move while distilling (the --teacher_bn train modes)."""

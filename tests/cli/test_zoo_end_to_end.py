@@ -21,6 +21,10 @@ PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"
          ("resnet32x4", "ShuffleV2")]
 # RepDistiller's FSP needs equal channel counts stage by stage
 FSP_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2")}
+# PAD-L2 compares the pooled features directly: equal widths only
+PAD_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")}
+# the methods with an init stage (--init_epochs)
+TWO_STAGE = ("abound", "factor", "fsp", "pad")
 
 
 def calibrated_teacher(name):
@@ -75,6 +79,10 @@ def test_each_method_runs_end_to_end(micro, method):
             with pytest.raises(ValueError, match="FSP|fsp"):
                 train_student.main(args)
             continue
+        if method == "pad" and (teacher, student) not in PAD_OK:
+            with pytest.raises(ValueError, match="--distill pad compares the pooled features directly"):
+                train_student.main(args)
+            continue
         res = train_student.main(args)
         run = [d for d in os.listdir(micro / "save" / "student_model")
                if d.startswith(f"S_{student}_T_{teacher}_cifar100_{method}_") and d.endswith(f"{teacher}-{method}")]
@@ -85,7 +93,7 @@ def test_each_method_runs_end_to_end(micro, method):
         assert 0 <= res["last_acc"] <= 100
         init_rows = [r for r in rows if r.get("stage") == "init"]
         # the two-stage methods ran their init stage first
-        assert (len(init_rows) == 1) == (method in ("abound", "factor", "fsp"))
+        assert (len(init_rows) == 1) == (method in TWO_STAGE)
 
 
 def _fixed_batch_setup(method, teacher_name, student_name):
