@@ -62,6 +62,9 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
     for method, beta in expected_beta.items():
         assert table[method] == [(None, 0.0, beta)], method
     assert table["ickd"] == [(None, 0.0, 2.5), (None, 1.0, 2.5)]
+    # issue #13's catkd, srd and pad: CAT-KD's per-pair presets left to the parser, SRD's and PAD's weights given
+    assert table["catkd"] == [(None, None, None)]
+    assert table["srd"] == table["pad"] == [(1.0, 0.0, 1.0)]
     assert "dkd" in table
 
 
