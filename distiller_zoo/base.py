@@ -18,8 +18,12 @@ The engine (``engine/``) only talks to this interface:
   ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition). The loop calls it through ``float32_loss``
   (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever precision the
   networks ran in.
+* ``batch_expansion`` (a :class:`helper.types.BatchExpansion`, None by default): both networks run on an expansion
+  of every training batch (SSKD: four rotations of each image), in the main and the init stage; ``loss`` gets
+  their outputs on all expanded rows and the batch's labels as they are.
 * ``trainable_modules()`` go into the optimizer next to the student.
-* two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss`` (and ``init_lr``).
+* two-stage methods (AB, FT, FSP, PAD, SSKD) override ``init_modules`` / ``init_loss`` (and ``init_lr``,
+  ``init_lr_factor`` for a schedule within the init stage).
 * ``needs_teacher = False`` (self-distillation, e.g. BYOT): no teacher is built and the loop passes
   ``out_t=None``.
 * ``epoch_metrics()``: extra per-epoch numbers (e.g. the accuracy of every exit of a multi-exit student) that
@@ -36,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.option import Option, str2bool
-from helper.types import Batch, Outputs, float32_outputs  # noqa: F401 (Batch, Outputs: the contract's types)
+from helper.types import Batch, BatchExpansion, Outputs, float32_outputs  # noqa: F401 (the contract's types)
 from helper.util import at_least_float32
 
 REGISTRY: Dict[str, type] = {}
@@ -155,6 +159,8 @@ class Distiller(nn.Module):
     # its distillation terms soften logits with a temperature (what --logit_stand and --ctkd change)
     softens_logits: bool = False
     needs_teacher: bool = True
+    # the networks run on this expansion of every training batch instead of the batch (None: the batch itself)
+    batch_expansion: Optional[BatchExpansion] = None
     # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
 
@@ -251,6 +257,10 @@ class Distiller(nn.Module):
         """The init stage's lr, given the run's ``--learning_rate``."""
         return float(learning_rate)
 
+    def init_lr_factor(self, epoch: int, epochs: int) -> float:
+        """The factor on ``init_lr`` in init epoch ``epoch`` (1-indexed) of ``epochs``: 1, a constant lr."""
+        return 1.0
+
 
 class MethodWrapper(Distiller):
     """A Distiller around a built one (an add-on such as milestone checking or CTKD): the wrapped method's
@@ -260,6 +270,8 @@ class MethodWrapper(Distiller):
     def __init__(self, inner: Distiller, ctx: DistillContext):
         super().__init__(ctx)
         self.inner = inner
+        # the networks see what the wrapped method has them see
+        self.batch_expansion = inner.batch_expansion
 
     def trainable_modules(self):
         return self.inner.trainable_modules()
@@ -272,6 +284,9 @@ class MethodWrapper(Distiller):
 
     def init_lr(self, learning_rate):
         return self.inner.init_lr(learning_rate)
+
+    def init_lr_factor(self, epoch, epochs):
+        return self.inner.init_lr_factor(epoch, epochs)
 
     def epoch_metrics(self):
         return self.inner.epoch_metrics()

@@ -10,7 +10,7 @@ import torch.nn as nn
 from distiller_zoo.base import Distiller
 from helper.distributed import average_gradients
 from helper.rng import RNGStream
-from helper.types import Batch, Outputs
+from helper.types import Batch, BatchExpansion, Outputs
 
 from .dot import DOT
 from .forward import autocast_for, forward, prepare_input, teacher_outputs, use_channels_last
@@ -56,7 +56,8 @@ class StudentStep(nn.Module):
         out_s = forward(self.student, x, d.student_features)
         terms = d.float32_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-        return loss, terms, out_s.logits
+        logits = out_s.logits if d.batch_expansion is None else d.batch_expansion.originals(out_s.logits)
+        return loss, terms, logits
 
 
 def optimize(step: nn.Module, optimizer, x: torch.Tensor, out_t: Optional[Outputs], batch: Batch, epoch: int,
@@ -165,19 +166,28 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
               device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
     """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
 
-    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run.
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run. A method with a
+    ``batch_expansion`` has both networks run on the expanded rows: the runs are stepped in groups of one input
+    each, right after that input's teacher forward (a method that hooks a teacher module reads its own input's).
     """
-    x = prepare_input(batch.x, use_channels_last(opt, device))
+    channels_last = use_channels_last(opt, device)
+    x = prepare_input(batch.x, channels_last)
     batch = replace(batch, x=x)
-    out_t = {}
-    if teacher is not None:
-        # every run's need, from one teacher forward
-        with autocast_for(opt, device):
-            out_t = teacher_outputs(teacher, x, {r.distiller.teacher_features for r in runs})
     scale = shard_loss_scale(batch, world_size)
-    results = []
-    for r, w in zip(runs, weights):
-        with r.rng.active():
-            results.append(optimize(r.step, r.optimizer, x, out_t.get(r.distiller.teacher_features), batch, epoch,
-                                    w, r.opt, device, scale))
+    groups: Dict[Optional[BatchExpansion], List[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.distiller.batch_expansion, []).append(i)
+    results: List[Any] = [None] * len(runs)
+    for expansion, members in groups.items():
+        rows = x if expansion is None else prepare_input(expansion.expand(x), channels_last)
+        out_t = {}
+        if teacher is not None:
+            # every need of the group's runs, from one teacher forward
+            with autocast_for(opt, device):
+                out_t = teacher_outputs(teacher, rows, {runs[i].distiller.teacher_features for i in members})
+        for i in members:
+            r = runs[i]
+            with r.rng.active():
+                results[i] = optimize(r.step, r.optimizer, rows, out_t.get(r.distiller.teacher_features), batch,
+                                      epoch, weights[i], r.opt, device, scale)
     return batch, results

@@ -24,7 +24,7 @@ FSP_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2")}
 # PAD-L2 compares the pooled features directly: equal widths only
 PAD_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")}
 # the methods with an init stage (--init_epochs)
-TWO_STAGE = ("abound", "factor", "fsp", "pad")
+TWO_STAGE = ("abound", "factor", "fsp", "pad", "sskd")
 
 
 def calibrated_teacher(name):
@@ -122,12 +122,14 @@ def _fixed_batch_setup(method, teacher_name, student_name):
 def test_loss_decreases_on_a_fixed_batch(method):
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet32x4", "resnet8x4")
     batch = next(data.train.train_batches(8, 0, 1, augment=False))
+    # the rows the networks see, as the engine gives them (SSKD: four rotations of each image)
+    x = batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x)
     init = d.init_modules(student)
     if init is not None and method in ("abound", "fsp"):
         # the method's distillation happens in the init stage (RepDistiller): train that
         params = torch.nn.ModuleList(init).parameters()
-        loss_fn = lambda: d.init_loss(forward(student, batch.x, d.student_features),  # noqa: E731
-                                      forward(teacher, batch.x, d.teacher_features), batch)
+        loss_fn = lambda: d.init_loss(forward(student, x, d.student_features),  # noqa: E731
+                                      forward(teacher, x, d.teacher_features), batch)
         student.eval()
         lr = 0.002  # FSP/AB init losses are unnormalised (O(10)); 0.01 with momentum overshoots in 12 steps
     else:
@@ -138,16 +140,16 @@ def test_loss_decreases_on_a_fixed_batch(method):
             popt = torch.optim.SGD(torch.nn.ModuleList(init).parameters(), lr=0.01)
             for _ in range(3):
                 popt.zero_grad()
-                d.init_loss(forward(student, batch.x, d.student_features),
-                            forward(teacher, batch.x, d.teacher_features), batch).backward()
+                d.init_loss(forward(student, x, d.student_features),
+                            forward(teacher, x, d.teacher_features), batch).backward()
                 popt.step()
         params = list(student.parameters()) + [p for m in d.trainable_modules() for p in m.parameters()]
         weights = {"ce": opt.gamma, "kl": opt.alpha, "kd": opt.beta}  # the method's recipe
 
         def loss_fn():
             with torch.no_grad():
-                out_t = forward(teacher, batch.x, d.teacher_features)
-            terms = d.loss(forward(student, batch.x, d.student_features), out_t, batch, 1)
+                out_t = forward(teacher, x, d.teacher_features)
+            terms = d.loss(forward(student, x, d.student_features), out_t, batch, 1)
             return sum(weights[k] * v for k, v in terms.items())
         student.train()
     optim = torch.optim.SGD(params, lr=lr, momentum=0.9)

@@ -111,9 +111,10 @@ def test_mc_wraps_every_registered_method():
         d = MilestoneChecking(inner, with_options(ctx, MilestoneChecking.select_options(opt)))
         assert d.stage_weights == [1.0, 0.5, 1.0], name
         student.train()
-        out_s = forward(student, batch.x, d.student_features)
+        x = batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x)
+        out_s = forward(student, x, d.student_features)
         with torch.no_grad():
-            out_t = forward(teacher, batch.x, d.teacher_features)
+            out_t = forward(teacher, x, d.teacher_features)
         terms = d.loss(out_s, out_t, batch, 1)
         mc = 0.5 * d.mc_loss(out_s, out_t)
         assert mc.item() > 0 and torch.isfinite(terms["kd"]), name
