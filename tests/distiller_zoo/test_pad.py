@@ -88,8 +88,8 @@ def test_defaults():
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_with_the_variance_branch(tiny_cifar, tmp_path):
-    straight, resumed = resumed_and_straight(tiny_cifar, tmp_path, "--distill", "pad", "--init_epochs", "1")
+def test_resume_continues_exactly_with_the_variance_branch(micro_cifar, tmp_path):
+    straight, resumed = resumed_and_straight(micro_cifar, tmp_path, "--distill", "pad", "--init_epochs", "1")
     assert {k.split(".")[0] for k in resumed["distiller"]} == {"variance_branch"}
     assert "variance_branch.1.running_mean" in resumed["distiller"]
     for part in ("model", "distiller"):

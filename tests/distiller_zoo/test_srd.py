@@ -70,8 +70,8 @@ def test_defaults_and_refusals():
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_with_the_projector(tiny_cifar, tmp_path):
-    straight, resumed = resumed_and_straight(tiny_cifar, tmp_path, "--distill", "srd")
+def test_resume_continues_exactly_with_the_projector(micro_cifar, tmp_path):
+    straight, resumed = resumed_and_straight(micro_cifar, tmp_path, "--distill", "srd")
     assert set(resumed["distiller"]) == {"projector.weight", "projector.bias"}
     for part in ("model", "distiller"):
         for key, value in straight[part].items():
