@@ -81,6 +81,8 @@ echo "teacher $TA: $T; student $S" >&2
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill catkd --model_s "$S" --trial 1 "$@"
 # SRD (torchdistill's official ImageNet settings: CE 1, SRD 1, exponent 4, its KL at tau 1; no CIFAR settings found)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill srd --model_s "$S" -r 1 -a 0 -b 1 --srd_exponent 4 --srd_T 1 --trial 1 "$@"
+# SSKD (the original CIFAR recipe: CE 0.1 and KL 0.9 on the upright images, 2.7 tf + 10 ss terms as -b; the teacher's head trained first for --init_epochs 60)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill sskd --model_s "$S" -r 0.1 -a 0.9 -b 1 --trial 1 "$@"
 # PAD-L2 (init stage: CE + 15 MSE of the pooled features; then CE + PAD; pairs of equal pooled widths only)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill pad --model_s "$S" -r 1 -a 0 -b 1 --pad_l2_weight 15 --trial 1 "$@"
 # KD+CTKD (curriculum temperature: the CTKD scripts' weights and lambda schedule, which are --ctkd's defaults)

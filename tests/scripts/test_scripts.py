@@ -65,6 +65,7 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
     # issue #13's catkd, srd and pad: CAT-KD's per-pair presets left to the parser, SRD's and PAD's weights given
     assert table["catkd"] == [(None, None, None)]
     assert table["srd"] == table["pad"] == [(1.0, 0.0, 1.0)]
+    assert table["sskd"] == [(0.1, 0.9, 1.0)]
     assert "dkd" in table
 
 
