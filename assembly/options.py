@@ -5,9 +5,11 @@ method declares its own in its class (``Distiller.options``), milestone checking
 in ``engine/teacher.py``. The student parser is generated from all of them, a flag shared by several methods
 (``--kd_T``, ``--feat_dim``) once.
 
-Precedence, for every option (:func:`resolve`): the value given on the command line; else an enabled add-on's
-default for that method and teacher/student pair (``--logit_stand``'s per-pair temperatures and weights); else the
-method's default (``Distiller.defaults``: its loss weights, learning rate and recipe); else the toolkit's default.
+Precedence, for every option (:func:`resolve`): the value given on the command line; else the ``--recipe`` chosen
+(a method's named recipe, e.g. MLKD's 480-epoch one); else an enabled add-on's default for that method and
+teacher/student pair (``--logit_stand``'s per-pair temperatures and weights); else the method's preset for the pair
+(``Distiller.defaults_for``: its authors' per-pair configs); else the method's default (``Distiller.defaults``: its
+loss weights, learning rate and recipe); else the toolkit's default.
 Two toolkit defaults are rules rather than constants: ``--learning_rate`` is 0.05, or 0.01 for MobileNetV2 and
 the ShuffleNets (RepDistiller), and ``--data_seed`` is ``--seed``. The loss weights apply as a set: when none of
 ``-r/-a/-b`` is given all three are the method's; when some are, a missing ``-r`` is RepDistiller's 1 and a
@@ -129,6 +131,9 @@ STUDENT_SCRIPT_OPTIONS = (
            "comma-separated for one per --path_t checkpoint", group=STUDENT),
     Option("distill", str, "kd", "method; comma-separated ones train side by side in one process, sharing the "
            "teacher's forward (each run as it would alone)", group=STUDENT),
+    Option("recipe", str, None, "a method's named reference recipe instead of its default one (its epochs, lr, ...; "
+           "they beat every other default, a flag still wins), e.g. --distill mlkd --recipe long: MLKD's 480-epoch "
+           "recipe; run folders end the method with _NAME", group=STUDENT),
     Option("trial", str, "1", "trial id", group=STUDENT),
     Option("trials", int, 1, "train N students in one process on the same batches, sharing the teacher's forward: "
            "trial i has --seed seed+i and trial id trial+i (or trial_i), its own run folder, optimizer, checkpoints "
@@ -254,10 +259,38 @@ class Configuration:
         return "defaults not given as flags: " + ("; ".join(parts) if parts else "none")
 
 
-def check_method_defaults(cls, names: Set[str]) -> None:
-    unknown = sorted(set(cls.defaults) - names)
+def check_method_defaults(label: str, defaults: Dict[str, Any], names: Set[str]) -> None:
+    unknown = sorted(set(defaults) - names)
     if unknown:
-        raise ValueError(f"--distill {cls.name}: its defaults name unknown options {', '.join(unknown)}")
+        raise ValueError(f"{label}: its defaults name unknown options {', '.join(unknown)}")
+
+
+def method_defaults(cls, raw: argparse.Namespace, teacher: Optional[str], model_s: str,
+                    names: Set[str]) -> Dict[str, Tuple[Any, str]]:
+    """Every default of one method for one pair, labelled with its source, later ones beating earlier ones: the
+    method's, its per-pair presets, the enabled add-ons' (per pair), then the ``--recipe`` chosen."""
+    method = cls.name
+    pair = f" ({teacher} -> {model_s})" if teacher else ""
+    layers = [(f"--distill {method}", cls.defaults),
+              (f"--distill {method}{pair}", cls.defaults_for(teacher, model_s))]
+    for addon in distiller_zoo.ADDONS:
+        if not addon.enabled(raw):
+            continue
+        problem = addon.refusal(cls)
+        if problem:
+            raise SystemExit(f"error: {problem}")
+        layers.append((f"{addon.flag}{pair}", addon.defaults_for(cls, teacher, model_s)))
+    if raw.recipe is not None:
+        if raw.recipe not in cls.recipes:
+            known = ", ".join(sorted(cls.recipes)) or "none besides its default"
+            raise SystemExit(f"error: --recipe {raw.recipe}: --distill {method} has no recipe of that name (its "
+                             f"recipes: {known}); leave --recipe out for its default one")
+        layers.append((f"--recipe {raw.recipe}{pair}", cls.recipes[raw.recipe](teacher, model_s)))
+    defaults: Dict[str, Tuple[Any, str]] = {}
+    for label, values in layers:
+        check_method_defaults(label, values, names)
+        defaults.update(labelled(values, label))
+    return defaults
 
 
 def labelled(defaults: Dict[str, Any], label: str) -> Dict[str, Tuple[Any, str]]:
@@ -415,20 +448,12 @@ def parse_configurations(argv=None, parser=None) -> List[Configuration]:
     configs = []
     for model_s, method in pairs:
         cls = distiller_zoo.REGISTRY.get(method)
-        defaults = {}
-        if cls is not None:
-            check_method_defaults(cls, names)
-            defaults = labelled(cls.defaults, f"--distill {method}")
-            for addon in distiller_zoo.ADDONS:
-                if not addon.enabled(raw):
-                    continue
-                problem = addon.refusal(cls)
-                if problem:
-                    raise SystemExit(f"error: {problem}")
-                pair = f" ({teacher} -> {model_s})" if teacher else ""
-                defaults.update(labelled(addon.defaults_for(cls, teacher, model_s), f"{addon.flag}{pair}"))
+        defaults = {} if cls is None else method_defaults(cls, raw, teacher, model_s, names)
         own = argparse.Namespace(**{**vars(raw), "model_s": model_s, "distill": method})
         values, sources = resolve(own, explicit, defaults, model_s)
+        if values["optimizer"] == "dot" and values["nesterov"] and "nesterov" not in explicit:
+            # a method's recipe with Nesterov (checkpointkd) under DOT, which has no such variant
+            values["nesterov"], sources["nesterov"] = False, "--optimizer dot (no Nesterov variant)"
         opt = options_type("StudentOptions", list(values))(**values)
         check_run_options(opt, opt.trials)
         check_positive("--kd_T", opt.kd_T)
@@ -488,7 +513,8 @@ def student_run_name(opt, teacher_label: str, depth=None) -> str:
     """RepDistiller's ``S_..._T_...`` name (``_`` for its colons, which break on some file systems); my*
     students add their block depth and milestone-checking runs end the method with ``_mc`` (EMKD)."""
     model_s = opt.model_s if depth is None else f"{opt.model_s}_{'-'.join(str(d) for d in depth)}"
-    distill = opt.distill + "".join(addon.run_suffix for addon in distiller_zoo.ADDONS if addon.enabled(opt))
+    distill = opt.distill + (f"_{opt.recipe}" if opt.recipe else "")
+    distill += "".join(addon.run_suffix for addon in distiller_zoo.ADDONS if addon.enabled(opt))
     if opt.optimizer == "dot":
         distill += "_dot"  # a KD+DOT run next to its plain-SGD KD run, not in the same folder
     return (f"S_{model_s}_T_{teacher_label}_{opt.dataset}_{distill}_r_{opt.gamma}_a_{opt.alpha}"

@@ -10,13 +10,19 @@ import torch.nn.functional as F
 from helper.distributed import shard_bounds
 from helper.types import Batch
 
+from .randaugment import rand_augment
 from .registry import DATASETS
 
+# a second stream of draws per (seed, epoch), for the strong view: asking for it leaves the first stream's batches
+# (order, crops, flips) exactly as they are without it, so side-by-side runs with and without MLKD see the same ones
+STRONG_VIEW_STREAM = 1
+_STREAM_STRIDE = 104_729_357  # far beyond any epoch count, so that streams never share a seed
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """A generator that depends only on (seed, epoch): a resumed run replays the same batches."""
+
+def epoch_generator(seed: int, epoch: int, device: torch.device, stream: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, stream): a resumed run replays the same batches."""
     g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2 ** 63 - 1))
+    g.manual_seed((int(seed) * 1_000_003 + int(epoch) + int(stream) * _STREAM_STRIDE) % (2 ** 63 - 1))
     return g
 
 
@@ -83,15 +89,21 @@ class TensorImageSet:
         return full + (0 < rest and not drop_last and rest >= world_size)
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, augment: bool = True,
-                      drop_last: bool = False, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+                      drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                      strong_view: bool = False) -> Iterator[Batch]:
         """A seeded shuffle of the split for ``epoch``, augmented on the device.
 
         With ``world_size`` K > 1 the global batch is ``K * batch_size`` images and this process gets rows
         ``shard_bounds(n, rank, K)`` of it. The shuffle and the crop/flip draws are made for the global batch
         on every process (the same generator), so the union of the K shards is exactly the batch one process
         would see. A final global batch smaller than K is dropped (some process would get no sample).
+
+        ``strong_view``: each batch also carries ``x_strong``, the same images with their own crop and flip and
+        then RandAugment + Cutout (:func:`dataset.randaugment.rand_augment`, MLKD's strong view), drawn from a
+        second generator of (seed, epoch).
         """
         g = epoch_generator(seed, epoch, self.device)
+        g_strong = epoch_generator(seed, epoch, self.device, STRONG_VIEW_STREAM) if strong_view else None
         perm = torch.randperm(len(self), generator=g, device=self.device)
         step = batch_size * world_size
         for start in range(0, len(self), step):
@@ -100,15 +112,18 @@ class TensorImageSet:
             if (drop_last and n < step) or n < world_size:
                 break
             x = self.images.index_select(0, idx)
+            strong = None
+            if g_strong is not None:
+                strong = rand_augment(random_crop_flip(x, self.pad, self.flip, g_strong), g_strong)
             if augment:
                 x = random_crop_flip(x, self.pad, self.flip, g)
             y = self.targets.index_select(0, idx)
             if world_size == 1:
-                yield Batch(self.normalize(x), y, idx)
+                yield Batch(self.normalize(x), y, idx, x_strong=None if strong is None else self.normalize(strong))
                 continue
             lo, hi = shard_bounds(n, rank, world_size)
             yield Batch(self.normalize(x[lo:hi]), y[lo:hi], idx[lo:hi], global_index=idx, global_y=y,
-                        shard=(lo, hi))
+                        shard=(lo, hi), x_strong=None if strong is None else self.normalize(strong[lo:hi]))
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         """The split in order; with ``world_size`` > 1 only this process's contiguous part of it."""

@@ -122,9 +122,6 @@ class CurriculumTemperature(MethodWrapper):
         super().__init__(inner, ctx)
         # still the method it wraps, only its temperature is learnt (as LS leaves it the method)
         self.name = inner.name
-        self.student_features = inner.student_features
-        self.teacher_features = inner.teacher_features
-        self.needs_teacher = inner.needs_teacher
         self.global_temperature = GlobalTemperature(opt.t_start, opt.t_end)
         self.schedule = cosine_lambda if int(opt.cosine_decay) else linear_lambda
         self.decay = (int(opt.decay_loops), float(opt.decay_max), float(opt.decay_min))
@@ -151,7 +148,9 @@ class CurriculumTemperature(MethodWrapper):
 
     @classmethod
     def refusal(cls, method_cls) -> Optional[str]:
-        return softening_refusal(cls.flag, "learns the temperature a method softens its logits with", method_cls)
+        return softening_refusal(cls.flag, "learns the temperature a method softens its logits with", method_cls,
+                                 "one_temperature", "has no such term" if not method_cls.softens_logits
+                                 else "softens at several fixed temperatures, not one")
 
     @classmethod
     def defaults_for(cls, method_cls, teacher: Optional[str], student: str) -> dict:

@@ -79,22 +79,33 @@ class DKDLoss(nn.Module):
         return self.warmup_factor(epoch) * loss
 
 
+# (teacher, student) -> beta of mdistiller's configs/cifar100/dkd/*.yaml where it is not the default 8.0
+BETA_PAIRS = {("resnet56", "resnet20"): 2.0, ("resnet110", "resnet32"): 2.0, ("vgg13", "vgg8"): 6.0,
+              ("vgg13", "MobileNetV2"): 6.0, ("wrn_40_2", "wrn_16_2"): 6.0, ("wrn_40_2", "wrn_40_1"): 6.0}
+
+
 @register("dkd")
 class DKD(Distiller):
     """DKD on the logits; the warmed-up loss is the ``kd`` term (weights 1, 0, 1).
 
-    Options (read with defaults): ``dkd_alpha`` 1.0, ``dkd_beta`` 8.0 (mdistiller's
-    resnet32x4 -> resnet8x4 value; other pairs use other betas), ``dkd_warmup`` 20 epochs, and
+    Options (read with defaults): ``dkd_alpha`` 1.0, ``dkd_beta`` 8.0 (mdistiller's default; its configs use 2.0
+    or 6.0 for the pairs of ``BETA_PAIRS``, which are presets for those pairs), ``dkd_warmup`` 20 epochs, and
     the temperature ``kd_T``.
     """
 
     defaults = {"gamma": 1.0, "alpha": 0.0, "beta": 1.0}
     softens_logits = True
+    one_temperature = True
     options = Distiller.options + (
         Option("dkd_alpha", float, 1.0, "DKD target-class weight", group="DKD (--distill dkd)"),
         Option("dkd_beta", float, 8.0, "DKD non-target-class weight", group="DKD (--distill dkd)"),
         Option("dkd_warmup", int, 20, "DKD linear warm-up epochs", group="DKD (--distill dkd)"),
     )
+
+    @classmethod
+    def defaults_for(cls, teacher, student):
+        beta = BETA_PAIRS.get((teacher, student))
+        return {} if beta is None else {"dkd_beta": beta}
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -20,5 +20,6 @@ class KD(Distiller):
     """Vanilla KD. As in RepDistiller the KL term is weighted by ``-a`` and the method term is 0."""
 
     softens_logits = True
+    one_temperature = True
 
     defaults = {"gamma": 0.1, "alpha": 0.9, "beta": 0.0}

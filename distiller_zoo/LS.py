@@ -1,13 +1,14 @@
 """Logit standardization (Sun et al., CVPR 2024; ``--logit_stand``): z-scored logits inside the distillation terms.
 
-An add-on to the methods that soften logits with a temperature (kd, checkpointkd, dkd): each logit row becomes
+An add-on to the methods that soften logits with a temperature (kd, checkpointkd, dkd, mlkd): each logit row becomes
 ``Z(z) = (z - mean(z)) / (std(z) + 1e-7)`` with the unbiased std over the classes, eps outside the square root and
 no multiplier (KDrefine uses x2), for the student and the teacher, before the temperature; the cross-entropy term keeps
 the raw student logits, and nothing changes at inference (Z keeps the argmax).
 
 Defaults with ``--logit_stand`` (the LS repository's; a flag given still wins): kd ``-r 0.1 -a w -b 0 --kd_T T_b``,
-dkd ``--kd_T T_b --dkd_alpha 1*w --dkd_beta BETA*w`` (``-r 1 -a 0 -b 1``, the 20-epoch warm-up unchanged), with
-(T_b, w[, BETA]) the per-pair values its log files name (spec 1.1), and (2, 9[, 8]) for other pairs.
+dkd ``--kd_T T_b --dkd_alpha 1*w --dkd_beta BETA*w`` (``-r 1 -a 0 -b 1``, the 20-epoch warm-up unchanged), mlkd
+``-r 0.1 -a 0 -b w --kd_T T_b`` on MLKD's long (480-epoch) recipe, with (T_b, w[, BETA]) the per-pair values its log
+files name (spec 1.1), and (2, 9[, 8]) for other pairs. MLKD+LS standardises MLKD's KD terms only.
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ DKD_PAIRS: Dict[Tuple[str, str], Tuple[float, float, float]] = {
     ("wrn_40_2", "MobileNetV2"): (2, 15, 2.0), ("vgg13", "MobileNetV2"): (3, 9, 2.0),
     ("ResNet50", "MobileNetV2"): (2, 15, 2.0),
 }
+# (teacher, student) -> (T_b, w): the LS log names for MLKD+LS where they are not (2, 9)
+MLKD_PAIRS: Dict[Tuple[str, str], Tuple[float, float]] = {
+    ("vgg13", "vgg8"): (2, 6), ("resnet32x4", "ShuffleV2"): (2, 6), ("vgg13", "MobileNetV2"): (2, 6),
+}
 KD_DEFAULT = (2, 9)  # the LS repository's KD defaults (T 2, KD weight 9)
 DKD_DEFAULT = (2, 9, 8.0)
 
@@ -62,7 +67,7 @@ class LogitStandardization:
     defaults: dict = {}  # its defaults depend on the method and the pair: defaults_for
     student_features = teacher_features = None  # it changes logits only
     options = (Option("logit_stand", str2bool, False, "standardise (z-score) the student's and the teacher's logits "
-                      "before the temperature in the distillation terms (LS, CVPR 2024; kd, checkpointkd, dkd)",
+                      "before the temperature in the distillation terms (LS, CVPR 2024; kd, checkpointkd, dkd, mlkd)",
                       group="logit standardization (--logit_stand)"),)
 
     @classmethod
@@ -90,6 +95,11 @@ class LogitStandardization:
         if method_cls.name == "kd":
             t, w = KD_PAIRS.get(pair, KD_DEFAULT)
             return {"kd_T": float(t), "gamma": 0.1, "alpha": float(w), "beta": 0.0}
+        if method_cls.name == "mlkd":
+            # MLKD+LS ran on the LS repository's MLKD configs: MLKD's long recipe (480 epochs)
+            t, w = MLKD_PAIRS.get(pair, KD_DEFAULT)
+            return {**method_cls.recipes["long"](teacher, student), "kd_T": float(t), "gamma": 0.1, "alpha": 0.0,
+                    "beta": float(w)}
         return {}
 
     @classmethod

@@ -6,8 +6,9 @@ The engine (``engine/``) only talks to this interface:
   from them, a flag shared by several methods is one declaration). ``Distiller(ctx)`` receives them typed in
   ``ctx.options`` (an instance of ``cls.options_type()``, holding exactly those), never the whole namespace.
 * ``defaults``: option values the method's reference used (loss weights ``gamma``/``alpha``/``beta`` for
-  ``-r``/``-a``/``-b``, ``learning_rate``, its recipe: epochs, schedule, batch size, temperature, ...). One
-  precedence rule applies them (``assembly/options.py``): an explicit flag, then these, then the toolkit's.
+  ``-r``/``-a``/``-b``, ``learning_rate``, its recipe: epochs, schedule, batch size, temperature, ...);
+  ``defaults_for(teacher, student)``: its per-pair configs, which beat them; ``recipes``: named alternative recipes
+  (``--recipe NAME``). One precedence rule applies them (``assembly/options.py``).
 * ``Distiller(ctx)`` builds the method's extra modules from a :class:`DistillContext` (typed options,
   student/teacher and the features of one dummy forward). Invalid combinations raise ``ValueError`` here, i.e.
   before any training step.
@@ -18,9 +19,12 @@ The engine (``engine/``) only talks to this interface:
   ``-a`` and ``kd`` with ``-b`` (RepDistiller's composition). The loop calls it through ``float32_loss``
   (``init_loss`` through ``float32_init_loss``): float32 outputs, autocast off, whatever precision the
   networks ran in.
+* ``strong_view = True``: every batch also carries a strongly augmented view of its images (``Batch.x_strong``,
+  RandAugment + Cutout, MLKD); the student and the teacher each run on it too, and ``out_s.strong`` /
+  ``out_t.strong`` hold those outputs.
 * ``batch_expansion`` (a :class:`helper.types.BatchExpansion`, None by default): both networks run on an expansion
-  of every training batch (SSKD: four rotations of each image), in the main and the init stage; ``loss`` gets
-  their outputs on all expanded rows and the batch's labels as they are.
+  of every training batch instead of the batch (SSKD: four rotations of each image, one forward), in the main and
+  the init stage; ``loss`` gets their outputs on all expanded rows and the batch's labels as they are.
 * ``trainable_modules()`` go into the optimizer next to the student.
 * two-stage methods (AB, FT, FSP, PAD, SSKD) override ``init_modules`` / ``init_loss`` (and ``init_lr``,
   ``init_lr_factor`` for a schedule within the init stage).
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -154,10 +158,17 @@ class Distiller(nn.Module):
     options: Tuple[Option, ...] = (KD_T, TEACHER_SCALE)
     # option values of the method's reference, applied where no flag is given (assembly/options.py)
     defaults: Dict[str, Any] = {}
+    # named reference recipes besides the default one, selected with --recipe NAME: name -> f(teacher, student)
+    # giving option values (epochs, learning rate, ...) that beat every other default
+    recipes: Dict[str, Callable[[Optional[str], str], Dict[str, Any]]] = {}
     student_features: Optional[str] = None
     teacher_features: Optional[str] = None
-    # its distillation terms soften logits with a temperature (what --logit_stand and --ctkd change)
+    # its distillation terms soften logits with a temperature (what --logit_stand changes)
     softens_logits: bool = False
+    # those terms share the one temperature --kd_T (what --ctkd learns); MLKD's several temperatures do not
+    one_temperature: bool = False
+    # it reads the networks' outputs on a second, strongly augmented view of each batch as well (Batch.x_strong)
+    strong_view: bool = False
     needs_teacher: bool = True
     # the networks run on this expansion of every training batch instead of the batch (None: the batch itself)
     batch_expansion: Optional[BatchExpansion] = None
@@ -167,6 +178,12 @@ class Distiller(nn.Module):
     @classmethod
     def options_type(cls) -> type:
         return options_type(f"{cls.__name__}Options", tuple(cls.options))
+
+    @classmethod
+    def defaults_for(cls, teacher: Optional[str], student: str) -> Dict[str, Any]:
+        """Presets of the method's reference for one teacher/student pair (its per-pair configs), which beat
+        ``defaults``; ``teacher`` is None when the run names no teacher architecture."""
+        return {}
 
     @classmethod
     def select_options(cls, values) -> Any:
@@ -270,7 +287,11 @@ class MethodWrapper(Distiller):
     def __init__(self, inner: Distiller, ctx: DistillContext):
         super().__init__(ctx)
         self.inner = inner
-        # the networks see what the wrapped method has them see
+        # what the engine asks of a method stays the wrapped method's
+        self.student_features = inner.student_features
+        self.teacher_features = inner.teacher_features
+        self.needs_teacher = inner.needs_teacher
+        self.strong_view = inner.strong_view
         self.batch_expansion = inner.batch_expansion
 
     def trainable_modules(self):
@@ -292,11 +313,14 @@ class MethodWrapper(Distiller):
         return self.inner.epoch_metrics()
 
 
-def softening_refusal(flag: str, purpose: str, method_cls) -> Optional[str]:
-    """Why an add-on that changes how logits are softened cannot serve ``method_cls`` (None: it can)."""
-    if method_cls.softens_logits:
+def softening_refusal(flag: str, purpose: str, method_cls, capability: str = "softens_logits",
+                      lacking: str = "has no such term") -> Optional[str]:
+    """Why an add-on that changes how logits are softened cannot serve ``method_cls`` (None: it can): the methods
+    that have ``capability`` (a class attribute such as ``softens_logits``) are named."""
+    if getattr(method_cls, capability):
         return None
-    return f"{flag} {purpose} (kd, checkpointkd, dkd); --distill {method_cls.name} has no such term"
+    fitting = ", ".join(sorted(name for name, cls in REGISTRY.items() if getattr(cls, capability)))
+    return f"{flag} {purpose} ({fitting}); --distill {method_cls.name} {lacking}"
 
 
 @register("ce")

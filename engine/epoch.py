@@ -90,7 +90,8 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
     meters = [EpochMeter(device) for _ in runs]
     mark_step = uses_cuda_graphs(opt, device)
     bar = progress(data.num_batches(opt.batch_size, world_size=env.world_size), f"epoch {epoch}")
-    batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size)
+    batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size,
+                                 strong_view=any(r.distiller.strong_view for r in runs))
     for batch in batches:
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()

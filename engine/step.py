@@ -54,6 +54,9 @@ class StudentStep(nn.Module):
                         weights: Dict[str, float]):
         d = self.distiller
         out_s = forward(self.student, x, d.student_features)
+        if d.strong_view:
+            # the strong view's own forward, after the weak one's, as MLKD's reference runs them
+            out_s = replace(out_s, strong=forward(self.student, batch.x_strong, d.student_features))
         terms = d.float32_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
         logits = out_s.logits if d.batch_expansion is None else d.batch_expansion.originals(out_s.logits)
@@ -164,20 +167,29 @@ def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distille
 
 def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[Dict[str, float]], opt,
               device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
-    """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
+    """One batch for every run: one teacher forward per input the runs read, each student's step in its own RNG
+    stream.
 
-    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run. A method with a
-    ``batch_expansion`` has both networks run on the expanded rows: the runs are stepped in groups of one input
-    each, right after that input's teacher forward (a method that hooks a teacher module reads its own input's).
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run. The inputs: the batch, a
+    method's ``batch_expansion`` of it (both networks run on the expanded rows) and the batch's strong view
+    (``strong_view``, read next to the batch). Each run steps right after the teacher's forward of its last input,
+    so that a method hooking a teacher module (ICKD's and CAT-KD's taps) reads the forward of its own input.
     """
     channels_last = use_channels_last(opt, device)
     x = prepare_input(batch.x, channels_last)
-    batch = replace(batch, x=x)
+    strong = None if batch.x_strong is None else prepare_input(batch.x_strong, channels_last)
+    batch = replace(batch, x=x, x_strong=strong)
     scale = shard_loss_scale(batch, world_size)
     groups: Dict[Optional[BatchExpansion], List[int]] = {}
     for i, r in enumerate(runs):
         groups.setdefault(r.distiller.batch_expansion, []).append(i)
     results: List[Any] = [None] * len(runs)
+
+    def step(i: int, rows: torch.Tensor, own_t: Optional[Outputs]) -> None:
+        r = runs[i]
+        with r.rng.active():
+            results[i] = optimize(r.step, r.optimizer, rows, own_t, batch, epoch, weights[i], r.opt, device, scale)
+
     for expansion, members in groups.items():
         rows = x if expansion is None else prepare_input(expansion.expand(x), channels_last)
         out_t = {}
@@ -185,9 +197,23 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
             # every need of the group's runs, from one teacher forward
             with autocast_for(opt, device):
                 out_t = teacher_outputs(teacher, rows, {runs[i].distiller.teacher_features for i in members})
+        # the runs that read these rows alone step before the teacher's forward of the strong view, so that a
+        # method hooking a teacher module reads the forward of its own input
         for i in members:
-            r = runs[i]
-            with r.rng.active():
-                results[i] = optimize(r.step, r.optimizer, rows, out_t.get(r.distiller.teacher_features), batch,
-                                      epoch, weights[i], r.opt, device, scale)
+            if not runs[i].distiller.strong_view:
+                step(i, rows, out_t.get(runs[i].distiller.teacher_features))
+        kinds_strong = {runs[i].distiller.teacher_features for i in members if runs[i].distiller.strong_view}
+        if not kinds_strong:
+            continue
+        out_t_strong = {}
+        if teacher is not None:
+            with autocast_for(opt, device):
+                out_t_strong = teacher_outputs(teacher, strong, kinds_strong)
+        for i in members:
+            if runs[i].distiller.strong_view:
+                kind = runs[i].distiller.teacher_features
+                own_t = out_t.get(kind)
+                if own_t is not None:
+                    own_t = replace(own_t, strong=out_t_strong[kind])
+                step(i, rows, own_t)
     return batch, results

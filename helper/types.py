@@ -28,6 +28,9 @@ class Batch:
     # CRD's negatives for this batch when they were drawn outside the method (tests, benchmarks); None: the
     # method draws them
     contrast_idx: Optional[torch.Tensor] = None
+    # a second, strongly augmented view of the same images (MLKD), normalised like x; None unless a method of the
+    # run asks for it (Distiller.strong_view)
+    x_strong: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Outputs:
 
     logits: torch.Tensor
     feats: Optional[List[torch.Tensor]] = None
+    # the same network's outputs on the batch's strong view (Batch.x_strong), for a method that reads both views
+    strong: Optional["Outputs"] = None
 
 
 def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
@@ -45,7 +50,7 @@ def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
     if out is None:
         return None
     feats = None if out.feats is None else [at_least_float32(f) for f in out.feats]
-    return replace(out, logits=at_least_float32(out.logits), feats=feats)
+    return replace(out, logits=at_least_float32(out.logits), feats=feats, strong=float32_outputs(out.strong))
 
 
 @dataclass(frozen=True)

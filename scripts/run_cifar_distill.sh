@@ -65,8 +65,9 @@ echo "teacher $TA: $T; student $S" >&2
 # ICKD-C without and with KL (ICKD's README)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill ickd --model_s "$S" -a 0 -b 2.5 --trial 1 "$@"
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill ickd --model_s "$S" -a 1 -b 2.5 --trial 1 "$@"
-# DKD (mdistiller's CIFAR recipe: CE 1, alpha 1, beta 8, T 4, 20-epoch warm-up)
-"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --model_s "$S" -r 1 -a 0 -b 1 --dkd_alpha 1 --dkd_beta 8 --trial 1 "$@"
+# DKD (mdistiller's CIFAR recipe: CE 1, alpha 1, T 4, 20-epoch warm-up; beta 8, or its config's 2 or 6 for the
+# pairs that have one, e.g. resnet56 -> resnet20: the per-pair preset)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --model_s "$S" -r 1 -a 0 -b 1 --dkd_alpha 1 --trial 1 "$@"
 # DIST (its CIFAR recipe: CE 1, DIST 2, tau 4, inter/intra weights 1)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dist --model_s "$S" -r 1 -a 0 -b 2 --dist_tau 4 --trial 1 "$@"
 # NKD (the reference's ImageNet T 1, gamma 1.5; it has no CIFAR settings)
@@ -87,3 +88,8 @@ echo "teacher $TA: $T; student $S" >&2
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill pad --model_s "$S" -r 1 -a 0 -b 1 --pad_l2_weight 15 --trial 1 "$@"
 # KD+CTKD (curriculum temperature: the CTKD scripts' weights and lambda schedule, which are --ctkd's defaults)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --model_s "$S" -r 0.1 -a 0.9 -b 0 --ctkd --trial 1 "$@"
+# MLKD (two views per image, the strong one RandAugment + Cutout; CE 0.1 on each view, KD weight 0.9, T 4 and 3, 5, 2, 6;
+# its configs' epochs and lr per pair: e.g. 240 epochs at lr 0.025 for resnet32x4 -> resnet8x4)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill mlkd --model_s "$S" -r 0.1 -a 0 -b 0.9 --trial 1 "$@"
+# MLKD+LS (the LS repository's MLKD: its 480-epoch recipe and per-pair base temperature and weight are the defaults)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill mlkd --logit_stand --model_s "$S" --trial 1 "$@"

@@ -1,7 +1,6 @@
 """assembly/options.py's precedence rule: a flag given, else the method's default, else the toolkit's; the loss
 weights as a set; RepDistiller's learning-rate rule; per-method normalisation."""
 import argparse
-import types
 
 import pytest
 
@@ -33,9 +32,8 @@ def test_method_defaults_fill_only_options_not_given():
 
 
 def test_a_default_that_names_no_option_is_refused():
-    method = types.SimpleNamespace(name="x", defaults={"epochs": 200, "not_an_option": 1})
     with pytest.raises(ValueError, match="--distill x: its defaults name unknown options not_an_option"):
-        check_method_defaults(method, {"epochs", "learning_rate"})
+        check_method_defaults("--distill x", {"epochs": 200, "not_an_option": 1}, {"epochs", "learning_rate"})
 
 
 def test_a_method_recipe_through_the_student_parser():

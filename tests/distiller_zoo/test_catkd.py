@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from assembly.options import parse_student_options
+from assembly.options import parse_configurations, parse_student_options
 from distiller_zoo import DistillContext, build_distiller
 from distiller_zoo.CATKD import CATKD, PAIR_SETTINGS, cat_loss, pooled_cams
 from engine.forward import forward, teacher_outputs
@@ -99,6 +99,14 @@ def test_per_pair_settings_and_cfg_defaults():
     assert (run.gamma, run.alpha, run.beta, run.cat_resolution, run.cat_normalize) == (1.0, 0.0, 400.0, 2, True)
     run = parse_student_options(["--distill", "catkd", "--cat_resolution", "4", "--cat_normalize", "0"])
     assert (run.cat_resolution, run.cat_normalize) == (4, False)
+    # through the parser: the pair's preset beats the cfg default and loses to a flag, and the run says where
+    pair = ["--distill", "catkd", "--model_t", "resnet32x4", "--model_s", "ShuffleV2", "--path_t", "t.pth"]
+    config = parse_configurations(pair)[0]
+    assert (config.options.beta, config.options.cat_resolution, config.options.cat_normalize) == (600.0, 4, True)
+    assert config.sources["beta"] == "--distill catkd (resnet32x4 -> ShuffleV2)"
+    assert "cat_resolution=4" in config.describe()
+    run = parse_configurations(pair + ["-b", "50", "--cat_resolution", "2"])[0].options
+    assert (run.beta, run.cat_resolution, run.cat_normalize, run.learning_rate) == (50.0, 2, True, 0.01)
 
 
 class NoClassifier(nn.Module):

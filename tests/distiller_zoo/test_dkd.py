@@ -1,10 +1,12 @@
 """DKD: TCKD/NCKD by hand, the batch reduction and the warm-up."""
 import math
+import os
 
 import pytest
 import torch
 import torch.nn as nn
 
+from assembly.options import parse_configurations, parse_student_options
 from distiller_zoo import DKDLoss, build_distiller
 from distiller_zoo.base import Batch, DistillContext, Outputs
 from tests.distiller_zoo.fake_features import t64, fake_options
@@ -58,3 +60,15 @@ def test_dkd_warmup(epoch, factor):
     full = crit(s, t, batch.y).item()
     kd = dist.loss(Outputs(s), Outputs(t), batch, epoch)["kd"].item()
     assert kd == pytest.approx(factor * full, rel=1e-5)
+
+
+@pytest.mark.parametrize("teacher,student,beta", [("resnet56", "resnet20", 2.0), ("resnet110", "resnet32", 2.0),
+                                                  ("vgg13", "vgg8", 6.0), ("wrn_40_2", "wrn_40_1", 6.0),
+                                                  ("resnet32x4", "resnet8x4", 8.0), ("resnet32x4", "ShuffleV2", 8.0)])
+def test_beta_presets_are_mdistillers_per_pair_configs(tmp_path, teacher, student, beta):
+    path = os.path.join(str(tmp_path), f"{teacher}_vanilla", "ckpt_epoch_240.pth")
+    [c] = parse_configurations(["--path_t", path, "--model_s", student, "--distill", "dkd"])
+    assert (c.options.dkd_beta, c.options.dkd_alpha, c.options.kd_T) == (beta, 1.0, 4.0)
+    assert (c.sources.get("dkd_beta") == f"--distill dkd ({teacher} -> {student})") == (beta != 8.0)
+    given = parse_student_options(["--path_t", path, "--model_s", student, "--distill", "dkd", "--dkd_beta", "3"])
+    assert given.dkd_beta == 3.0

@@ -81,7 +81,8 @@ def test_defaults_naming_an_unknown_option_are_refused():
         defaults = {"gamma": 1.0, "learnig_rate": 0.1}
 
     with pytest.raises(ValueError, match="--distill typo: its defaults name unknown options learnig_rate"):
-        assembly_options.check_method_defaults(Typo, set(vars(student_parser().parse_args([]))))
+        assembly_options.check_method_defaults("--distill typo", Typo.defaults,
+                                               set(vars(student_parser().parse_args([]))))
 
 
 def test_feature_needs_are_declared_kinds():

@@ -100,7 +100,7 @@ def test_mc_wraps_every_registered_method():
     student, teacher = build_model("myresnet8", block_depth=[1, 2, 1]), build_model("resnet8")
     imgs = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
     split = TensorImageSet(imgs, torch.arange(24) % 12, (0.5,) * 3, (0.25,) * 3)
-    batch = next(split.train_batches(6, 0, 1, augment=False))
+    batch = next(split.train_batches(6, 0, 1, augment=False, strong_view=True))
     for name in names:
         cls = REGISTRY[name]
         opt = parse_student_options(["--distill", name, "--model_s", "myresnet8", "--nce_k", "8",
@@ -115,6 +115,10 @@ def test_mc_wraps_every_registered_method():
         out_s = forward(student, x, d.student_features)
         with torch.no_grad():
             out_t = forward(teacher, x, d.teacher_features)
+        if d.strong_view:  # MLKD reads both views
+            out_s.strong = forward(student, batch.x_strong, d.student_features)
+            with torch.no_grad():
+                out_t.strong = forward(teacher, batch.x_strong, d.teacher_features)
         terms = d.loss(out_s, out_t, batch, 1)
         mc = 0.5 * d.mc_loss(out_s, out_t)
         assert mc.item() > 0 and torch.isfinite(terms["kd"]), name

@@ -69,7 +69,7 @@ def tapped_teacher_run(method, opt, data, teacher):
     probe = torch.randn(2, 3, 32, 32)
     student.eval()
     with torch.no_grad():
-        feat_s, feat_t = forward(student, probe, cls.student_features).feats, forward(teacher, probe, "post").feats
+        feat_s, feat_t = forward(student, probe, "post").feats, forward(teacher, probe, "post").feats
     ctx = DistillContext(cls.select_options(opt), student, teacher, list(feat_s), list(feat_t),
                          train_targets=data.targets, num_classes=10)
     distiller = cls(ctx)
@@ -89,5 +89,19 @@ def test_a_method_that_hooks_the_teacher_reads_the_forward_of_its_own_input_next
     batch = batch_of(data, 0)
     weights = loss_weights(opt)
     _, [(loss, terms, _), _] = step_runs(batch, 1, [catkd, sskd], [weights, weights], opt, CPU, teacher)
+    _, [(loss_alone, terms_alone, _)] = step_runs(batch, 1, [alone], [weights], opt, CPU, teacher)
+    assert terms["kd"] > 0 and torch.equal(terms["kd"], terms_alone["kd"]) and torch.equal(loss, loss_alone)
+
+
+def test_a_method_that_hooks_the_teacher_reads_its_own_input_next_to_one_reading_the_strong_view():
+    # MLKD's teacher forward of the strong view comes after the runs that read the batch alone have stepped
+    opt = options()
+    data = tiny_set(40)
+    network = build_model("wrn_16_1", num_classes=10).eval()
+    teacher = Teacher.of(network)
+    catkd, mlkd, alone = (tapped_teacher_run(m, opt, data, network) for m in ("catkd", "mlkd", "catkd"))
+    batch = batch_of(data, 0, strong_view=True)
+    weights = loss_weights(opt)
+    _, [(loss, terms, _), _] = step_runs(batch, 1, [catkd, mlkd], [weights, weights], opt, CPU, teacher)
     _, [(loss_alone, terms_alone, _)] = step_runs(batch, 1, [alone], [weights], opt, CPU, teacher)
     assert terms["kd"] > 0 and torch.equal(terms["kd"], terms_alone["kd"]) and torch.equal(loss, loss_alone)

@@ -105,8 +105,8 @@ def build(method, opt, data):
     return student, teacher, distiller
 
 
-def batch_of(data, seed):
-    return next(iter(data.train_batches(4, seed, 1)))
+def batch_of(data, seed, strong_view=False):
+    return next(iter(data.train_batches(4, seed, 1, strong_view=strong_view)))
 
 
 METHODS = sorted(set(distiller_zoo.available()) - {"ce"}) + ["ce", "kd+mc", "crd+mc"]
@@ -123,9 +123,20 @@ def test_a_training_step_syncs_nothing(monkeypatch, method):
     student.train()
     distiller.train()
     # the first step fixes one-off state (CRD's normalisers, FT's frozen paraphraser)
-    train_step(batch_of(data, 0), 1, student, distiller, optimizer, opt, CPU, weights, teacher, step)
+    strong = distiller.strong_view
+    train_step(batch_of(data, 0, strong), 1, student, distiller, optimizer, opt, CPU, weights, teacher, step)
     with counting_syncs(monkeypatch) as syncs:
-        train_step(batch_of(data, 1), 1, student, distiller, optimizer, opt, CPU, weights, teacher, step)
+        train_step(batch_of(data, 1, strong), 1, student, distiller, optimizer, opt, CPU, weights, teacher, step)
+    assert dict(syncs) == {}
+
+
+def test_making_the_strong_view_syncs_nothing(monkeypatch):
+    # RandAugment + Cutout for the whole batch (MLKD's strong view): per-image choices without reading them back
+    data = tiny_set(16)
+    next(data.train_batches(8, 0, 1, strong_view=True))  # its constants reach the device once per process
+    with counting_syncs(monkeypatch) as syncs:
+        batches = list(data.train_batches(8, 0, 1, strong_view=True))
+    assert len(batches) == 2 and all(b.x_strong is not None for b in batches)
     assert dict(syncs) == {}
 
 

@@ -55,7 +55,10 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
     # the logit-family lines of issue #12: their authors' weights, or (LS) the per-pair presets left to the parser
     assert table["dist"] == [(1.0, 0.0, 2.0)] and table["nkd"] == [(1.0, 0.0, 1.0)]
     assert table["ttm"] == table["wttm"] == [(1.0, 0.0, 45.0)]
-    assert table["kd+ls"] == table["dkd+ls"] == [(None, None, None)]
+    assert table["kd+ls"] == table["dkd+ls"] == table["mlkd+ls"] == [(None, None, None)]
+    assert table["mlkd"] == [(0.1, 0.0, 0.9)]
+    # DKD's beta is left to its per-pair preset (mdistiller's configs)
+    assert not any(args[args.index("--distill") + 1] == "dkd" and "--dkd_beta" in args for args in calls)
     assert table["crd"] == [(None, 0.0, 0.8), (None, 1.0, 0.8)]
     expected_beta = {"hint": 100, "attention": 1000, "similarity": 3000, "correlation": 0.02, "vid": 1, "rkd": 1,
                      "pkt": 30000, "abound": 1, "factor": 200, "fsp": 50, "nst": 50}
@@ -131,7 +134,7 @@ def test_every_script_line_builds(micro_data, tmp_path):
         teacher = build_teacher(opt, micro_data, torch.device("cpu"))
         student, d = build_student_side(opt, micro_data, torch.device("cpu"), teacher)
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
-        assert opt.gamma == 1.0 or opt.distill == "kd"  # -r defaults to 1 as in RepDistiller
+        assert opt.gamma == 1.0 or opt.distill in ("kd", "mlkd", "sskd")  # -r: 1 as in RepDistiller, or the recipe's 0.1
 
 
 def _fetch():
