@@ -1,10 +1,11 @@
 """Weights files and the deploy form of re-parameterisable models (convert.py, validation.py, --test 1).
 
 The input may be a checkpoint with a 'model' or 'state_dict' entry or a plain state dict ('module.' prefixes
-are stripped), or an ``.hdf5``/``.h5`` file holding one data set per state-dict key. Fusing turns every AMBB
-block into one biased k x k conv and every ConvBN into one biased conv (BN folded in, running statistics), so
-the deploy model computes what the trained one computes in eval mode; the output is
-``{'model': fused_state_dict}``, written atomically.
+are stripped), or an ``.hdf5``/``.h5`` file holding one data set per state-dict key. A student whose run deploys
+more than the student (SimKD) has a 'deploy' entry next to 'model' that rebuilds that network
+(``deployed_network``). Fusing turns every AMBB block into one biased k x k conv and every ConvBN into one biased
+conv (BN folded in, running statistics), so the deploy model computes what the trained one computes in eval mode;
+the output is ``{'model': fused_state_dict}``, written atomically.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
+import distiller_zoo
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
 from helper.file_diagnosis import describe_not
 from models import arch_options, build_model, model_dict
@@ -60,6 +62,26 @@ def read_weights(path: str) -> Dict[str, torch.Tensor]:
         sd = read_hdf5(path)
         return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     return extract_state_dict(load_checkpoint(path))
+
+
+def deploy_entry(path: str) -> Optional[Dict]:
+    """A checkpoint's ``deploy`` entry: how a method's deployed network is built around its ``model`` (SimKD's
+    projector and reused teacher classifier); None for a file without one (the student is the network)."""
+    if path.lower().endswith(HDF5_SUFFIXES):
+        return None
+    state = load_checkpoint(path)
+    entry = state.get("deploy") if isinstance(state, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def deployed_network(student: nn.Module, entry: Optional[Dict], source: str) -> nn.Module:
+    """``student`` as its run deployed it, from the checkpoint's ``deploy`` entry (``student`` itself for None)."""
+    if entry is None:
+        return student
+    method = entry.get("method")
+    if method not in distiller_zoo.REGISTRY:
+        raise ValueError(f"{source} was deployed by --distill {method}, which this toolkit does not know")
+    return distiller_zoo.REGISTRY[method].deployed_from(student, entry)
 
 
 def infer_num_classes(sd: Dict[str, torch.Tensor], default: int = 100) -> int:

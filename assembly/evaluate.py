@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional, Tuple
 
 from dataset import NORMALIZATIONS, available_datasets, build_dataset, set_normalization
 from engine.evaluate import EvalSettings, validate
@@ -13,7 +14,7 @@ from helper.util import select_device
 from models.ambb import normalize_block_type
 from models.multi_resnet import BYOT_MODELS, drop_unused_downsample
 
-from .deploy import build_for_state_dict, is_deployed, read_weights
+from .deploy import build_for_state_dict, deployed_network, is_deployed, read_weights
 from .options import DEBUG
 
 
@@ -39,21 +40,24 @@ def parser():
     return p
 
 
-def stored_options(path: str) -> dict:
-    """The options a toolkit checkpoint was trained with ({} for other files, which carry none)."""
+def stored_entries(path: str) -> Tuple[dict, Optional[dict]]:
+    """The options a toolkit checkpoint was trained with and its ``deploy`` entry (how a method such as SimKD
+    deploys more than the student); ({}, None) for other files, which carry neither."""
     try:
         state = load_checkpoint(path)
     except (ValueError, OSError):
-        return {}
-    opts = state.get("opt") if isinstance(state, dict) else None
-    return opts if isinstance(opts, dict) else {}
+        return {}, None
+    if not isinstance(state, dict):
+        return {}, None
+    opts, deploy = state.get("opt"), state.get("deploy")
+    return (opts if isinstance(opts, dict) else {}), (deploy if isinstance(deploy, dict) else None)
 
 
 def evaluate_checkpoint(opt):
     """Build the model that fits ``opt.model_path``, load it and score it; prints one line (and every exit's)."""
     device = select_device(opt.device)
     block_type = normalize_block_type(opt.blocktype)
-    stored = stored_options(opt.model_path)
+    stored, deploy = stored_entries(opt.model_path)
     dataset = opt.dataset or stored.get("dataset") or "cifar100"
     block_depth = opt.block_depth if opt.block_depth is not None else stored.get("block_depth")
     sd = read_weights(opt.model_path)
@@ -72,11 +76,14 @@ def evaluate_checkpoint(opt):
         raise ValueError(f"{exc} A {opt.model} built with --block_depth "
                          f"{','.join(str(d) for d in model.block_depth)}: give the --block_depth it was trained "
                          "with.") from None
-    model = place_model(model, device)
+    # a run that deploys more than the student (SimKD: its projector and the teacher's classifier) is scored as that
+    model = place_model(deployed_network(model, deploy, f"'{opt.model_path}'"), device)
     res = validate(model, data.test, EvalSettings(test_batch_size=opt.test_batch_size), device)
     res["params"] = sum(p.numel() for p in model.parameters())
     res["deploy"] = is_deployed(model)
     form = " (deploy form)" if res["deploy"] else ""
+    if deploy is not None:
+        form += f" as deployed by --distill {deploy['method']}"
     print(f"{opt.model}{form}, {res['params']:,} parameters, on {dataset} test ({len(data.test)} images): "
           f"top-1 {res['acc']:.2f}  top-5 {res['acc_top5']:.2f}  loss {res['loss']:.4f}")
     if is_multi_exit(model):

@@ -469,8 +469,9 @@ def parse_student_options(argv=None):
     return parse_configurations(argv)[0].options
 
 
-# what runs side by side share: the batches, the schedule's length and the evaluation
-SHARED_BY_SIDE_BY_SIDE = ("epochs", "batch_size", "data_seed", "dataset", "data_norm", "test_batch_size")
+# what runs side by side share: the batches, the schedule's length, the evaluation and the teacher's BN mode
+SHARED_BY_SIDE_BY_SIDE = ("epochs", "batch_size", "data_seed", "dataset", "data_norm", "test_batch_size",
+                          "teacher_bn")
 
 
 def check_side_by_side(configs: List[Configuration]) -> None:

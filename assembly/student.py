@@ -30,7 +30,7 @@ from helper.run_folder import ALREADY_FINISHED
 from helper.util import set_seed
 from models import build_model
 
-from .deploy import build_for_state_dict, read_weights
+from .deploy import build_for_state_dict, deploy_entry, deployed_network, read_weights
 from .options import Configuration, distiller_class, parse_configurations, student_run_name, trial_options
 
 
@@ -127,7 +127,7 @@ def build_student_side(opt, data, device, teacher: Optional[Teacher]):
     def context(method_cls):
         return DistillContext(method_cls.select_options(opt), student, network_t, list(feat_s), feat_t,
                               train_targets=data.train.targets, num_classes=data.num_classes, device=device,
-                              student_name=opt.model_s)
+                              student_name=opt.model_s, batch_size=opt.batch_size)
 
     distiller = cls(context(cls))
     for addon in distiller_zoo.ADDONS:
@@ -188,10 +188,11 @@ def evaluate_student(plan: StudentPlan) -> Dict[str, Any]:
     model = build_for_state_dict(opt.model_s, plan.data.num_classes, sd, block_type=opt.blocktype,
                                  block_depth=opt.block_depth)
     load_weights(model, sd, opt.model_s, source=f"student checkpoint '{path}'")
-    model = place_model(model, device, opt)
+    depth = model.block_depth
+    # what the run deployed: the student, or (SimKD) the student with its projector and the teacher's classifier
+    model = place_model(deployed_network(model, deploy_entry(path), f"student checkpoint '{path}'"), device, opt)
     res = validate(model, plan.data.test, opt, device)
     params = sum(p.numel() for p in model.parameters())
-    depth = model.block_depth
     arch = opt.model_s + (f" {depth}" if depth is not None else "")
     announce(f"student {arch} from '{path}': test acc {res['acc']:.2f} (top5 {res['acc_top5']:.2f}, "
              f"loss {res['loss']:.4f}); {params / 1e6:.6f}M parameters")

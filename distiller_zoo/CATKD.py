@@ -67,11 +67,18 @@ def pooled_cams(feature_map: torch.Tensor, weight: torch.Tensor, resolution: int
 
 
 def classifier_of(model: nn.Module, side: str) -> nn.Linear:
+    """The linear layer of a network's classifier (``classifier_module()``: ``fc``, or MobileNetV2's
+    ``Sequential(Linear)``)."""
     try:
-        return model.classifier_layer()
+        module = model.classifier_module()
     except (AttributeError, NotImplementedError):
-        raise ValueError(f"--distill catkd needs the {side}'s classifier layer to form class activation maps; "
-                         f"{type(model).__name__} does not name it (models/features.py classifier_layer)") from None
+        raise ValueError(f"--distill catkd needs the {side}'s classifier to form class activation maps; "
+                         f"{type(model).__name__} does not name it (models/features.py classifier_module)") from None
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if len(linears) != 1:
+        raise ValueError(f"--distill catkd applies the {side}'s classifier to its last map as a 1x1 convolution, so "
+                         f"it must be one linear layer; {type(module).__name__} holds {len(linears)}")
+    return linears[0]
 
 
 @register("catkd")

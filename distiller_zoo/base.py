@@ -26,6 +26,9 @@ The engine (``engine/``) only talks to this interface:
   of every training batch instead of the batch (SSKD: four rotations of each image, one forward), in the main and
   the init stage; ``loss`` gets their outputs on all expanded rows and the batch's labels as they are.
 * ``trainable_modules()`` go into the optimizer next to the student.
+* ``deployed(student)``: the network evaluation scores and a run deploys (the student, or with SimKD the student
+  plus the method's projector and the teacher's classifier); ``deploy_state()`` is saved as the checkpoint's
+  ``deploy`` entry and ``deployed_from(student, entry)`` rebuilds that network (``validation.py``).
 * two-stage methods (AB, FT, FSP, PAD, SSKD) override ``init_modules`` / ``init_loss`` (and ``init_lr``,
   ``init_lr_factor`` for a schedule within the init stage).
 * ``needs_teacher = False`` (self-distillation, e.g. BYOT): no teacher is built and the loop passes
@@ -123,6 +126,7 @@ class DistillContext:
     num_classes: int = 100
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     student_name: str = ""  # the --model_s name
+    batch_size: int = 64  # --batch_size, the rows of a training step per process (SemCKD sizes modules by it)
 
     @property
     def n_data(self) -> int:
@@ -174,6 +178,9 @@ class Distiller(nn.Module):
     batch_expansion: Optional[BatchExpansion] = None
     # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
+    # its modules are sized by --batch_size (SemCKD): the loop skips a last batch smaller than that, as its
+    # reference does
+    full_batches_only: bool = False
 
     @classmethod
     def options_type(cls) -> type:
@@ -253,9 +260,31 @@ class Distiller(nn.Module):
         with torch.autocast(out_s.logits.device.type, enabled=False):
             return self.loss(float32_outputs(out_s), float32_outputs(out_t), batch, epoch)
 
+    def step_loss(self, out_s: Outputs, out_t: Optional[Outputs], batch: Batch,
+                  epoch: int) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """What the training step calls: ``float32_loss``'s terms and the logits its training accuracy counts
+        (the student's; a method whose deployed network predicts through its own modules returns those)."""
+        return self.float32_loss(out_s, out_t, batch, epoch), out_s.logits
+
     def trainable_modules(self) -> List[nn.Module]:
         """Extra modules whose parameters the main-stage optimizer updates (default: all children)."""
         return list(self.children())
+
+    # --- what a run deploys ------------------------------------------------------------
+    def deployed(self, student: nn.Module) -> nn.Module:
+        """The network this method's run deploys, which evaluation scores: the student itself, or (SimKD) the
+        student with some of the method's modules, sharing them."""
+        return student
+
+    def deploy_state(self) -> Optional[Dict[str, Any]]:
+        """What a checkpoint needs, next to the student's ``model`` state, to rebuild the deployed network with
+        :meth:`deployed_from` (``{'method': name, ...}``, tensors and plain values); None: the student is it."""
+        return None
+
+    @classmethod
+    def deployed_from(cls, student: nn.Module, state: Dict[str, Any]) -> nn.Module:
+        """The deployed network around a loaded ``student``, from a checkpoint's ``deploy`` entry."""
+        raise ValueError(f"--distill {cls.name} deploys the student alone; its checkpoints have no 'deploy' entry")
 
     # --- optional init stage (AB, FT, FSP) ---------------------------------------------
     def init_modules(self, student: nn.Module) -> Optional[List[nn.Module]]:
@@ -292,6 +321,7 @@ class MethodWrapper(Distiller):
         self.teacher_features = inner.teacher_features
         self.needs_teacher = inner.needs_teacher
         self.strong_view = inner.strong_view
+        self.full_batches_only = inner.full_batches_only
         self.batch_expansion = inner.batch_expansion
 
     def trainable_modules(self):
@@ -311,6 +341,12 @@ class MethodWrapper(Distiller):
 
     def epoch_metrics(self):
         return self.inner.epoch_metrics()
+
+    def deployed(self, student):
+        return self.inner.deployed(student)
+
+    def deploy_state(self):
+        return self.inner.deploy_state()
 
 
 def softening_refusal(flag: str, purpose: str, method_cls, capability: str = "softens_logits",

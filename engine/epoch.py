@@ -96,8 +96,9 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()
         batch, results = step_runs(batch, epoch, runs, weights, opt, device, teacher, env.world_size)
-        for meter, (loss, terms, logits) in zip(meters, results):
-            meter.update(loss, terms, logits, batch.y)
+        for meter, result in zip(meters, results):
+            if result is not None:
+                meter.update(*result, batch.y)
         if bar is not None:
             # counts steps only: showing the running loss would read it to the host (a sync per update); the
             # epoch's console line reports it

@@ -133,13 +133,15 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
     """Validate, log and checkpoint one run after a training epoch (with the teacher's state when it moves);
     the files are written on the ``writer``'s background thread."""
     env = current_env()
+    # what the run deploys: the student, or the student with some of the method's modules (SimKD)
+    deployed = run.distiller.deployed(run.student)
     if env.enabled:
         # BatchNorm running statistics differ between processes without --sync_bn; validate with process 0's.
-        # The distiller's buffers need no copy: CRD's banks are equal by construction (tested), and the rest
-        # (running statistics of a method's own BatchNorms) are not used by the training step.
-        broadcast_buffers(run.student)
+        # The rest of the distiller's buffers need no copy: CRD's banks are equal by construction (tested), and
+        # the running statistics of a method's other BatchNorms are not used by the training step.
+        broadcast_buffers(deployed)
     check_finite_weights(run, epoch, lr)
-    test = validate(run.student, data.test, run.opt, device)
+    test = validate(deployed, data.test, run.opt, device)
     row = {"epoch": epoch, "lr": lr, **train, "test_acc": test["acc"], "test_acc_top5": test["acc_top5"],
            "test_loss": test["loss"], "epoch_time": t_train}
     extra = {f"test_{k}": v for k, v in test.items() if k not in ("acc", "acc_top5", "loss")}
@@ -164,9 +166,14 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
             "opt": options_dict(opt, **run.facts), "rng": run.rng.snapshot()}
     if teacher is not None and teacher.stateful:
         full["teacher"] = teacher.state_dict()
+    best = {"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
+            "opt": options_dict(opt, **run.facts)}
+    deploy = run.distiller.deploy_state()
+    if deploy is not None:
+        # how to rebuild the deployed network around 'model' (validation.py reads it)
+        full["deploy"] = best["deploy"] = deploy
     if improved:
-        writer.save({"epoch": epoch, "model": run.student.state_dict(), "best_acc": run.best_acc,
-                     "opt": options_dict(opt, **run.facts)}, os.path.join(run.run_dir, f"{name}_best.pth"))
+        writer.save(best, os.path.join(run.run_dir, f"{name}_best.pth"))
     keep_periodic = opt.keep_checkpoints == "all"
     paths = [os.path.join(run.run_dir, f"{name}_last.pth")]
     if keep_periodic and opt.save_freq > 0 and epoch % opt.save_freq == 0:

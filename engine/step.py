@@ -57,9 +57,10 @@ class StudentStep(nn.Module):
         if d.strong_view:
             # the strong view's own forward, after the weak one's, as MLKD's reference runs them
             out_s = replace(out_s, strong=forward(self.student, batch.x_strong, d.student_features))
-        terms = d.float32_loss(out_s, out_t, batch, epoch)
+        terms, logits = d.step_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-        logits = out_s.logits if d.batch_expansion is None else d.batch_expansion.originals(out_s.logits)
+        if d.batch_expansion is not None:
+            logits = d.batch_expansion.originals(logits)
         return loss, terms, logits
 
 
@@ -170,16 +171,19 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
     """One batch for every run: one teacher forward per input the runs read, each student's step in its own RNG
     stream.
 
-    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run. The inputs: the batch, a
-    method's ``batch_expansion`` of it (both networks run on the expanded rows) and the batch's strong view
-    (``strong_view``, read next to the batch). Each run steps right after the teacher's forward of its last input,
-    so that a method hooking a teacher module (ICKD's and CAT-KD's taps) reads the forward of its own input.
+    Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run, None for a run whose
+    method trains on full batches only and skipped this smaller one. The inputs: the batch, a method's
+    ``batch_expansion`` of it (both networks run on the expanded rows) and the batch's strong view (``strong_view``,
+    read next to the batch). Each run steps right after the teacher's forward of its last input, so that a method
+    hooking a teacher module (ICKD's and CAT-KD's taps) reads the forward of its own input.
     """
     channels_last = use_channels_last(opt, device)
     x = prepare_input(batch.x, channels_last)
     strong = None if batch.x_strong is None else prepare_input(batch.x_strong, channels_last)
     batch = replace(batch, x=x, x_strong=strong)
     scale = shard_loss_scale(batch, world_size)
+    # the global batch's rows, the same number in every process (so all skip a step alike)
+    n_rows = batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
     groups: Dict[Optional[BatchExpansion], List[int]] = {}
     for i, r in enumerate(runs):
         groups.setdefault(r.distiller.batch_expansion, []).append(i)
@@ -187,6 +191,8 @@ def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[
 
     def step(i: int, rows: torch.Tensor, own_t: Optional[Outputs]) -> None:
         r = runs[i]
+        if r.distiller.full_batches_only and n_rows < r.opt.batch_size * world_size:
+            return  # a method sized by the batch (SemCKD) skips the last, smaller one: its result stays None
         with r.rng.active():
             results[i] = optimize(r.step, r.optimizer, rows, own_t, batch, epoch, weights[i], r.opt, device, scale)
 

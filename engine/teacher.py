@@ -130,8 +130,14 @@ class Teacher(nn.Module):
     def pooled_map_module(self):
         return self.feature_model.pooled_map_module()
 
-    def classifier_layer(self):
-        return self.feature_model.classifier_layer()
+    def bn_channel_offsets(self):
+        return self.feature_model.bn_channel_offsets()
+
+    def classifier_module(self):
+        return self.feature_model.classifier_module()
+
+    def pooled_map(self, last_stage_map):
+        return self.feature_model.pooled_map(last_stage_map)
 
     @property
     def stateful(self) -> bool:

@@ -5,6 +5,8 @@ Names, construction order and PyTorch-default initialisation follow RepDistiller
 """
 from __future__ import annotations
 
+from typing import List
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -94,11 +96,12 @@ class ShuffleNet(ZooModel, nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
 
-    def get_bn_before_relu(self):
-        raise NotImplementedError("ShuffleNet is not supported as an 'Overhaul' (OFD) teacher")
+    classifier_attr = "linear"
 
-    def classifier_layer(self) -> nn.Linear:
-        return self.linear
+    def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
+        # A stage's last unit has stride 1: its pre-activation map is bn3's output plus the identity shortcut,
+        # the same form as a ResNet block's (whose BN the Overhaul paper's margins model).
+        return [stage[-1].bn3 for stage in (self.layer1, self.layer2, self.layer3)]
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))

@@ -5,6 +5,8 @@ Names, construction order and PyTorch-default initialisation follow RepDistiller
 """
 from __future__ import annotations
 
+from typing import List
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -141,15 +143,26 @@ class ShuffleNetV2(ZooModel, nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
 
-    def get_bn_before_relu(self):
-        raise NotImplementedError("ShuffleNetV2 is not supported as an 'Overhaul' (OFD) teacher")
+    classifier_attr = "linear"
+
+    def _stages(self):
+        return (self.layer1, self.layer2, self.layer3)
+
+    def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
+        # A stage's pre-activation map is concat(kept half, bn3 output of the branch) of its last unit: bn3
+        # produces the second half; the kept half comes from earlier ReLUs (see bn_channel_offsets).
+        return [stage[-1].bn3 for stage in self._stages()]
+
+    def bn_channel_offsets(self) -> List[int]:
+        return [int(width * stage[-1].split.ratio) for width, stage in zip(self.stage_widths, self._stages())]
+
+    def pooled_map(self, last_stage_map: torch.Tensor) -> torch.Tensor:
+        # the 1x1 head conv (1024 channels) between the last stage and the pooling
+        return F.relu(self.bn2(self.conv2(last_stage_map)))
 
     def pooled_map_module(self) -> nn.Module:
         # feat[-2] is layer3's 464-channel output; the 1x1 conv head's 1024-channel map is pooled
         return self.head_relu
-
-    def classifier_layer(self) -> nn.Linear:
-        return self.linear
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))

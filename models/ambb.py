@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 __all__ = [
-    'VALID_BLOCK_TYPES', 'normalize_block_type', 'fuse_conv_bn', 'ConvBN', 'AMBB',
+    'VALID_BLOCK_TYPES', 'normalize_block_type', 'fuse_conv_bn', 'ConvBN', 'AMBB', 'bn_or_block',
     'conv_bn', 'conv_bn_relu', 'convert_to_deploy',
 ]
 
@@ -192,6 +192,14 @@ class AMBB(nn.Module):
             delattr(self, name)
         self.tdb_reparam = fused
         self.deploy = True
+
+
+def bn_or_block(block):
+    """The BatchNorm a conv+BN block ends in (a training-form ConvBN's ``bn``), else the block itself: an AMBB
+    adds several branches' BNs and a fused block has none (what ``get_bn_before_relu`` of the rep* models returns)."""
+    if isinstance(block, ConvBN) and not block.deploy:
+        return block.bn
+    return block
 
 
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,

@@ -62,6 +62,8 @@ class ZooModel:
     nominal_depth: Optional[List[int]] = None
     # Channels of every stage map of the feature list, feat[1..]; None: found by a probe forward.
     stage_widths: Optional[Tuple[int, ...]] = None
+    # The attribute holding the classifier that maps the pooled vector feat[-1] to the logits.
+    classifier_attr: str = "fc"
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         raise NotImplementedError(f"{type(self).__name__} does not implement features(x)")
@@ -101,9 +103,23 @@ class ZooModel:
         that map is not ``feat[-2]`` (CAT-KD builds its class activation maps from it); None where it is."""
         return None
 
-    def classifier_layer(self) -> nn.Linear:
-        """The linear layer that maps the pooled vector ``feat[-1]`` to the logits."""
-        raise NotImplementedError(f"{type(self).__name__} does not name its classifier layer")
-
     def get_bn_before_relu(self) -> List[nn.Module]:
         raise NotImplementedError(f"{type(self).__name__} does not name the BNs before its stage ReLUs")
+
+    def bn_channel_offsets(self) -> List[int]:
+        """For each module of ``get_bn_before_relu()``, the index of the first channel it produces in its stage's
+        pre-activation map. The default: each produces the whole map (offset 0). A family whose map also holds
+        channels that no BN produces (ShuffleNetV2 passes half of them through from an earlier ReLU, so they
+        are never negative) says where the BN's channels start."""
+        return [0] * len(self.get_bn_before_relu())
+
+    def classifier_module(self) -> nn.Module:
+        """The classifier that turns the pooled vector ``feat[-1]`` into the logits (SimKD reuses a teacher's)."""
+        return getattr(self, self.classifier_attr)
+
+    def pooled_map(self, last_stage_map: torch.Tensor) -> torch.Tensor:
+        """The map whose global average is the pooled vector ``feat[-1]``, computed from the last stage map
+        ``feat[-2]``. The default: ``feat[-2]`` is that map. A family with a head between the two (WRN's BN-ReLU,
+        MobileNetV2's and ShuffleNetV2's 1x1 conv) applies it here; in train mode that head's BatchNorm updates
+        its running statistics, as in a forward."""
+        return last_stage_map

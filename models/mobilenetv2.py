@@ -101,8 +101,12 @@ class MobileNetV2(ZooModel, nn.Module):
         # feat[-2] is the last block's 160-channel output; the 1x1 conv head (1280, with BN-ReLU) is pooled
         return self.conv2
 
-    def classifier_layer(self) -> nn.Linear:
-        return self.classifier[0]
+
+    classifier_attr = "classifier"
+
+    def pooled_map(self, last_stage_map: torch.Tensor) -> torch.Tensor:
+        # feat[-2] is the last block's output; the 1x1 head conv (1280 channels) follows it
+        return self.conv2(last_stage_map)
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         # Every block already ends on a BN without ReLU, so there is no separate

@@ -168,9 +168,6 @@ class MultiResNet(ZooModel, nn.Module):
         name = "bn3" if isinstance(last, BottleneckBlock) else "bn2"
         return [getattr(stage[-1], name) for stage in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
-    def classifier_layer(self) -> nn.Linear:
-        return self.fc  # the deepest exit's; the middle_fc* classifiers belong to the shallower exits
-
     def branch_outputs(self, feats: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Logits and pooled features of classifiers 1/4..3/4 from the stage outputs ``feats[1..3]``."""
         logits, pooled = [], []

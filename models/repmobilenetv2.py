@@ -6,7 +6,7 @@ are ConvBN because a 1x1 kernel has no row/column branch to add.
 
 import torch.nn as nn
 
-from .ambb import conv_bn
+from .ambb import bn_or_block, conv_bn
 from .features import FeatureMaps, ZooModel
 from .init import init_fan_out_normal
 from .registry import register_model
@@ -83,7 +83,8 @@ class RepMobileNetV2(ZooModel, nn.Module):
         init_fan_out_normal(self)
 
     def get_bn_before_relu(self):
-        return [self.blocks[i][-1].conv[-1] for i in (1, 2, 4, 6)]
+        # each block ends in a 1x1 conv_bn, a ConvBN whatever the block type (its BN unless fused)
+        return [bn_or_block(self.blocks[i][-1].conv[-1]) for i in (1, 2, 4, 6)]
 
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])
@@ -92,8 +93,11 @@ class RepMobileNetV2(ZooModel, nn.Module):
         # feat[-2] is the last block's output; the 1x1 conv head (with its ReLU) is pooled
         return self.conv2
 
-    def classifier_layer(self):
-        return self.classifier[0]
+
+    classifier_attr = "classifier"
+
+    def pooled_map(self, last_stage_map):
+        return self.conv2(last_stage_map)
 
     def features(self, x) -> FeatureMaps:
         out = self.conv1(x)

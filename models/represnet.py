@@ -7,7 +7,7 @@ plain Conv2d+BN, left unfused, so its keys match the vanilla ResNet's.
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ambb import conv_bn
+from .ambb import bn_or_block, conv_bn
 from .features import FeatureMaps, ZooModel, classify, run_stages
 from .init import init_kaiming_fan_out
 from .registry import register_model
@@ -84,12 +84,9 @@ class RepResNet(ZooModel, nn.Module):
         return nn.ModuleList([self.conv1, self.relu, self.layer1, self.layer2, self.layer3])
 
     def get_bn_before_relu(self):
-        # There is no lone BN before the stage-final ReLU here: the conv_bn
-        # block (whose output is a sum of BN outputs) plays that role.
-        return [self.layer1[-1].conv2, self.layer2[-1].conv2, self.layer3[-1].conv2]
-
-    def classifier_layer(self):
-        return self.fc
+        # The stage-final conv_bn block: its BN for a plain ConvBN (--blocktype base); an AMBB's output is a sum
+        # of BN outputs, so the block itself plays that role.
+        return [bn_or_block(stage[-1].conv2) for stage in (self.layer1, self.layer2, self.layer3)]
 
     def features(self, x) -> FeatureMaps:
         x, post, pre = run_stages(self.relu(self.conv1(x)), (self.layer1, self.layer2, self.layer3))

@@ -7,7 +7,7 @@ applies the ReLU.
 
 import torch.nn as nn
 
-from .ambb import conv_bn
+from .ambb import bn_or_block, conv_bn
 from .init import init_fan_out_normal
 from .registry import register_model
 from .vgg import VGGTrunk
@@ -16,7 +16,7 @@ __all__ = ['RepVGG', 'repvgg8']
 
 
 class RepVGG(VGGTrunk):
-    """Features, forward and ``get_bn_before_relu`` are VGG's (``VGGTrunk``); the conv_bn block stands in for
+    """Features and forward are VGG's (``VGGTrunk``); in ``get_bn_before_relu`` the conv_bn block stands in for
     the BN that precedes each ReLU."""
 
     def __init__(self, cfg, num_classes=100, block_type='AMBB', deploy=False):
@@ -35,6 +35,10 @@ class RepVGG(VGGTrunk):
         self.classifier = nn.Linear(in_ch, num_classes)
         self.stage_widths = tuple(stage[-1] for stage in cfg[1:])
         self._initialize_weights()
+
+    def get_bn_before_relu(self):
+        # each stage's last conv_bn: its BN for a plain ConvBN (--blocktype base), else the AMBB itself
+        return [bn_or_block(block[-1]) for block in (self.block1, self.block2, self.block3, self.block4)]
 
     def _make_layers(self, stage_cfg, in_channels):
         layers = []

@@ -135,9 +135,6 @@ class ResNet(ZooModel, nn.Module):
             return [stage[-1].bn2 for stage in (self.layer1, self.layer2, self.layer3)]
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
 
-    def classifier_layer(self) -> nn.Linear:
-        return self.fc
-
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(self.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         # RepDistiller pools with a fixed 8x8 window. A window the size of the map is the same

@@ -105,6 +105,8 @@ class ResNet(ZooModel, nn.Module):
             self.in_planes = planes * block.expansion
         return nn.Sequential(*layers)
 
+    classifier_attr = "linear"
+
     def _stages(self):
         return (self.layer1, self.layer2, self.layer3, self.layer4)
 
@@ -118,9 +120,6 @@ class ResNet(ZooModel, nn.Module):
         if isinstance(first, BasicBlock):
             return [stage[-1].bn2 for stage in self._stages()]
         raise NotImplementedError(f"unknown ResNet block {type(first).__name__}")
-
-    def classifier_layer(self) -> nn.Linear:
-        return self.linear
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), self._stages())

@@ -47,6 +47,8 @@ class VGGTrunk(ZooModel, nn.Module):
     as it always has for VGG (``num_stages`` = 3).
     """
 
+    classifier_attr = "classifier"
+
     def _blocks(self):
         return (self.block0, self.block1, self.block2, self.block3, self.block4)
 
@@ -59,9 +61,6 @@ class VGGTrunk(ZooModel, nn.Module):
 
     def get_bn_before_relu(self) -> List[nn.Module]:
         return [self.block1[-1], self.block2[-1], self.block3[-1], self.block4[-1]]
-
-    def classifier_layer(self) -> nn.Linear:
-        return self.classifier
 
     def features(self, x: torch.Tensor) -> FeatureMaps:
         height = x.shape[2]

@@ -93,3 +93,10 @@ echo "teacher $TA: $T; student $S" >&2
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill mlkd --model_s "$S" -r 0.1 -a 0 -b 0.9 --trial 1 "$@"
 # MLKD+LS (the LS repository's MLKD: its 480-epoch recipe and per-pair base temperature and weight are the defaults)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill mlkd --logit_stand --model_s "$S" --trial 1 "$@"
+# ReviewKD (-b per pair from the authors' script, e.g. 5 for resnet32x4 -> resnet8x4, left to the presets), OFD
+# (mdistiller's CIFAR weight, teacher BN in train mode), SimKD (projector factor 2, deployed with the teacher's
+# classifier) and SemCKD (the SimKD repository's resnet32x4 -> resnet8x4 weights)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill reviewkd --model_s "$S" --trial 1 "$@"
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill ofd --model_s "$S" -r 1 -a 0 -b 0.001 --teacher_bn train_always --trial 1 "$@"
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill simkd --model_s "$S" -r 0 -a 0 -b 1 --factor 2 --trial 1 "$@"
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill semckd --model_s "$S" -r 1 -a 1 -b 400 --soft 1 --trial 1 "$@"

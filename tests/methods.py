@@ -2,7 +2,8 @@
 assembly.student builds them."""
 import torch
 
-from distiller_zoo import REGISTRY, DistillContext, build_distiller
+from distiller_zoo import POST, REGISTRY, DistillContext, build_distiller
+from engine.forward import forward
 from models import build_model
 
 
@@ -29,16 +30,19 @@ def options_among(name_or_cls, **values):
     return method_options(cls, **{k: v for k, v in values.items() if k in declared})
 
 
-def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, **overrides):
-    """(student, eval-mode teacher, distiller), seeded, the method's modules sized from a dummy forward."""
+def built_method(method, student="resnet8", teacher="resnet8", num_classes=10, batch_size=64, **overrides):
+    """(student, eval-mode teacher, distiller), seeded, the method's modules sized from a dummy forward of the
+    feature lists it declares (post-activation where it reads logits only)."""
+    cls = method_class(method)
     torch.manual_seed(0)
     s = build_model(student, num_classes=num_classes)
     t = build_model(teacher, num_classes=num_classes).eval()
     probe = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        feat_s = list(s(probe, is_feat=True)[0])
-        feat_t = list(t(probe, is_feat=True)[0])
-    ctx = DistillContext(method_options(method, **overrides), s, t, feat_s, feat_t, num_classes=num_classes)
+        feat_s = list(forward(s, probe, cls.student_features or POST).feats)
+        feat_t = list(forward(t, probe, cls.teacher_features or POST).feats)
+    ctx = DistillContext(method_options(method, **overrides), s, t, feat_s, feat_t, num_classes=num_classes,
+                         batch_size=batch_size)
     return s, t, build_distiller(method, ctx)
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from assembly.options import parse_configurations, parse_student_options
 from distiller_zoo import DistillContext, build_distiller
-from distiller_zoo.CATKD import CATKD, PAIR_SETTINGS, cat_loss, pooled_cams
+from distiller_zoo.CATKD import CATKD, PAIR_SETTINGS, cat_loss, classifier_of, pooled_cams
 from engine.forward import forward, teacher_outputs
 from helper.types import Batch
 from models import build_model
@@ -41,7 +41,7 @@ def test_pooled_cams_equal_the_classifier_as_a_1x1_conv_then_pooled(size, r):
 def built(teacher_name, student_name, **options):
     student, teacher, d = built_pair("catkd", teacher_name, student_name, **options)
     with torch.no_grad():  # a trained teacher's classifier has a bias (a fresh one's is initialised to 0)
-        teacher.classifier_layer().bias.normal_()
+        classifier_of(teacher, "teacher").bias.normal_()
     return student, teacher, d
 
 
@@ -57,20 +57,20 @@ def test_cams_of_pairs_of_different_widths_and_resolutions(teacher_name, student
     assert cam_s.shape == cam_t.shape == (4, 100, r, r)
     # the CAMs average to the logits: the student's exactly (its bias is zero), the teacher's without its bias
     assert torch.allclose(cam_s.mean(dim=(2, 3)), out_s.logits, atol=1e-4)
-    bias_t = teacher.classifier_layer().bias
+    bias_t = classifier_of(teacher, "teacher").bias
     assert bias_t.abs().sum() > 0
     assert torch.allclose(cam_t.mean(dim=(2, 3)), out_t.logits - bias_t, atol=1e-4)
     loss = cat_loss(cam_s, cam_t, r, True)
     loss.backward()
     assert cam_t.grad_fn is None and not cam_t.requires_grad
-    assert student.classifier_layer().weight.grad.abs().sum() > 0
+    assert classifier_of(student, "student").weight.grad.abs().sum() > 0
     assert d.state_dict() == {} and list(d.parameters()) == []
 
 
 def test_the_student_classifier_is_bias_free_and_stays_so_while_the_teachers_keeps_its_bias():
     # spec 5, structural check 11
     student, teacher, d = built("resnet14", "resnet8")
-    fc_s, fc_t = student.classifier_layer(), teacher.classifier_layer()
+    fc_s, fc_t = student.fc, teacher.fc
     assert torch.equal(fc_s.bias, torch.zeros(100)) and not fc_s.bias.requires_grad
     assert fc_t.bias.abs().sum() > 0
     assert "fc.bias" in student.state_dict()  # RepDistiller's keys: the checkpoint loads into the plain model
@@ -113,8 +113,13 @@ class NoClassifier(nn.Module):
     def pooled_map_module(self):
         return None
 
-    def classifier_layer(self):
-        raise NotImplementedError("NoClassifier does not name its classifier layer")
+    def classifier_module(self):
+        raise AttributeError("'NoClassifier' object has no attribute 'fc'")
+
+
+class TwoLayerClassifier(NoClassifier):
+    def classifier_module(self):
+        return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 100))
 
 
 def test_refusals_name_the_reason():
@@ -122,7 +127,11 @@ def test_refusals_name_the_reason():
         built("resnet8", "resnet8", cat_resolution=0)
     student = build_model("resnet8")
     ctx = DistillContext(method_options("catkd"), student, NoClassifier(), [], [])
-    with pytest.raises(ValueError, match="needs the teacher's classifier layer .* NoClassifier does not name it"):
+    with pytest.raises(ValueError, match="needs the teacher's classifier to form class activation maps; "
+                                         "NoClassifier does not name it"):
+        build_distiller("catkd", ctx)
+    ctx = DistillContext(method_options("catkd"), student, TwoLayerClassifier(), [], [])
+    with pytest.raises(ValueError, match="it must be one linear layer; Sequential holds 2"):
         build_distiller("catkd", ctx)
     ctx = DistillContext(method_options("catkd"), student, build_model("resnet8", num_classes=10), [], [])
     with pytest.raises(ValueError, match="the student has 100 classes, the teacher 10"):

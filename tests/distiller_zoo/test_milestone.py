@@ -107,6 +107,7 @@ def test_mc_wraps_every_registered_method():
                                      "--feat_dim", "16", "--mc", "1", "--mc_weight", "0.5"])
         ctx = model_ctx(cls.select_options(opt), student, teacher, preact=cls.student_features == PRE)
         ctx.train_targets = split.targets
+        ctx.batch_size = 6  # the batch below (SemCKD sizes its modules by it)
         inner = cls(ctx)
         d = MilestoneChecking(inner, with_options(ctx, MilestoneChecking.select_options(opt)))
         assert d.stage_weights == [1.0, 0.5, 1.0], name

@@ -97,7 +97,8 @@ def build(method, opt, data):
 
     def context(method_cls):
         return DistillContext(method_cls.select_options(opt), student, teacher, list(feat_s), feat_t,
-                              train_targets=data.targets, num_classes=N_CLASSES, student_name=opt.model_s)
+                              train_targets=data.targets, num_classes=N_CLASSES, student_name=opt.model_s,
+                              batch_size=opt.batch_size)
 
     distiller = build_distiller(name, context(cls))
     if mc:

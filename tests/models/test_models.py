@@ -301,7 +301,8 @@ FEAT_MODULE_COUNTS = {"resnet20": 6, "resnet8x4": 6, "ResNet50": 6, "wrn_40_2": 
                       "MobileNetV2": 2, "ShuffleV1": 5, "ShuffleV2": 5}
 BN_WIDTHS = {"resnet20": [16, 32, 64], "resnet8x4": [64, 128, 256],
              "ResNet50": [256, 512, 1024, 2048], "wrn_40_2": [32, 64, 128],
-             "vgg13": [128, 256, 512, 512], "MobileNetV2": [12, 16, 48, 160]}
+             "vgg13": [128, 256, 512, 512], "MobileNetV2": [12, 16, 48, 160], "ShuffleV1": [240, 480, 960],
+             "ShuffleV2": [58, 116, 232]}
 
 
 @pytest.mark.parametrize("name", sorted(FEAT_MODULE_COUNTS))
@@ -330,10 +331,10 @@ def test_get_bn_before_relu_points_at_stage_ends():
     assert w.get_bn_before_relu() == [w.block2.layer[0].bn1, w.block3.layer[0].bn1, w.bn1]
 
 
-@pytest.mark.parametrize("name", ["ShuffleV1", "ShuffleV2"])
-def test_shufflenets_have_no_bn_before_relu(name):
-    with pytest.raises(NotImplementedError):
-        eval_model(name).get_bn_before_relu()
+def test_shufflenet_bns_are_the_last_units_bn3():
+    for name in ("ShuffleV1", "ShuffleV2"):
+        m = eval_model(name)
+        assert m.get_bn_before_relu() == [m.layer1[-1].bn3, m.layer2[-1].bn3, m.layer3[-1].bn3]
 
 
 # ---------------------------------------------------------------------- initialisation

@@ -1,6 +1,6 @@
 """models/registry.py (decorator registration, declared arch options) and the capabilities every zoo model
 answers (models/features.py): num_stages, stage_channels, features, penultimate_map_module,
-get_bn_before_relu."""
+get_bn_before_relu, bn_channel_offsets, classifier_module, pooled_map."""
 import subprocess
 import sys
 
@@ -256,21 +256,54 @@ def test_other_families_use_feat_minus_2(name, kwargs, stages):
 
 
 BN_COUNTS = {"resnet8": 3, "ResNet50": 4, "wrn_16_1": 3, "vgg8": 4, "MobileNetV2": 4, "mobilenetv2_035": 4,
-             "represnet20": 3, "repvgg8": 4, "repmobilenetv2": 4, "myresnet8": 3, "mywrn_10_2": 3,
-             "multi_resnet18_kd": 4}
+             "ShuffleV1": 3, "ShuffleV2": 3, "represnet20": 3, "repvgg8": 4, "repmobilenetv2": 4, "myresnet8": 3,
+             "mywrn_10_2": 3, "multi_resnet18_kd": 4}
 
 
 @pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
 def test_get_bn_before_relu(name, kwargs, stages):
     model = _model(name, kwargs)
-    if name.startswith("Shuffle"):
-        with pytest.raises(NotImplementedError, match="not supported as an 'Overhaul' \\(OFD\\) teacher"):
-            model.get_bn_before_relu()
-        return
     bns = model.get_bn_before_relu()
     assert len(bns) == BN_COUNTS[name]
     own = set(map(id, model.modules()))
     assert all(isinstance(m, nn.Module) and id(m) in own for m in bns)
+    assert len(model.bn_channel_offsets()) == len(bns)
+
+
+@pytest.mark.parametrize("name", ["ShuffleV1", "ShuffleV2"])
+def test_shufflenet_bns_produce_the_pre_activation_channels_they_claim(name):
+    # the maps are pre[-1-k:-1] for the k BNs; BN output channels at the stated offset feed those maps directly:
+    # with the BN's output replaced by a constant, exactly those channels move
+    model = _model(name, {}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    bns, offsets = model.get_bn_before_relu(), model.bn_channel_offsets()
+    with torch.no_grad():
+        base = model.features(x).pre[1:-1]
+    for i, (bn, offset) in enumerate(zip(bns, offsets)):
+        handle = bn.register_forward_hook(lambda m, inp, out: out + 1000.0)
+        try:
+            with torch.no_grad():
+                moved = model.features(x).pre[1:-1][i]
+        finally:
+            handle.remove()
+        changed = (moved - base[i]).abs().amax(dim=(0, 2, 3)) > 100
+        expected = torch.zeros(base[i].shape[1], dtype=torch.bool)
+        expected[offset:offset + bn.num_features] = True
+        assert torch.equal(changed, expected), (i, offset)
+        if offset:  # the channels no BN produces come from a ReLU: never negative
+            assert (base[i][:, :offset] >= 0).all()
+    assert offsets == ([0, 0, 0] if name == "ShuffleV1" else [58, 116, 232])
+
+
+@pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
+def test_the_classifier_of_the_pooled_map_gives_the_logits(name, kwargs, stages):
+    # classifier_module(global average of pooled_map(feat[-2])) is the model's own forward (what SimKD reuses)
+    model = _model(name, kwargs).eval()
+    with torch.no_grad():
+        feats, logits = model(torch.randn(2, 3, 32, 32), is_feat=True)
+        pooled = F.adaptive_avg_pool2d(model.pooled_map(feats[-2]), 1).flatten(1)
+        assert torch.allclose(pooled, feats[-1], atol=1e-5)
+        assert torch.allclose(model.classifier_module()(pooled), logits, atol=1e-5)
 
 
 def test_multi_resnet_bns_are_the_last_blocks_of_each_stage():
@@ -304,17 +337,21 @@ def test_a_new_family_gets_the_defaults():
     assert net.penultimate_map_module() is None
     with pytest.raises(NotImplementedError, match="_TinyNet does not name the BNs before its stage ReLUs"):
         net.get_bn_before_relu()
+    assert net.classifier_module() is net.fc
+    f = torch.randn(1, 2, 4, 4)
+    assert net.pooled_map(f) is f
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(net(x), net.features(x).logits)
 
 
-# the channels of the map each family pools into feat[-1] (10 classes), where it is not feat[-2]'s
+# the channels of the map each family pools into feat[-1], where it is not feat[-2]'s
 POOLED_MAP_CHANNELS = {"MobileNetV2": 1280, "mobilenetv2_035": 1280, "repmobilenetv2": 1280, "ShuffleV2": 1024,
                        "wrn_16_1": 64, "mywrn_10_2": 128}
 
 
 @pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
-def test_the_pooled_map_averages_to_feat_minus_1_and_the_classifier_layer_gives_the_logits(name, kwargs, stages):
+def test_the_pooled_map_module_gives_the_forwards_own_pooled_map(name, kwargs, stages):
+    # CAT-KD taps it (a student in train mode must not run its head twice); pooled_map(feat[-2]) recomputes it
     model = _model(name, kwargs).eval()
     module = model.pooled_map_module()
     tapped = []
@@ -322,21 +359,18 @@ def test_the_pooled_map_averages_to_feat_minus_1_and_the_classifier_layer_gives_
     size = 8 if name in SLOW else 32
     try:
         with torch.no_grad():
-            feats, logits = model(torch.randn(2, 3, size, size), is_feat=True)
+            feats, _ = model(torch.randn(2, 3, size, size), is_feat=True)
+            recomputed = model.pooled_map(feats[-2])
     finally:
         if handle is not None:
             handle.remove()
     assert (module is not None) == (name in POOLED_MAP_CHANNELS)
-    pooled_map = tapped[-1] if module is not None else feats[-2]
+    assert len(tapped) == (2 if name in ("MobileNetV2", "mobilenetv2_035", "repmobilenetv2") else int(bool(module)))
+    pooled_map = tapped[0] if module is not None else feats[-2]
     assert pooled_map.dim() == 4 and pooled_map.shape[1] == POOLED_MAP_CHANNELS.get(name, feats[-2].shape[1])
     assert torch.allclose(pooled_map.mean(dim=(2, 3)), feats[-1], atol=1e-6)
-    layer = model.classifier_layer()
-    own = set(map(id, model.modules()))
-    assert isinstance(layer, nn.Linear) and id(layer) in own and layer.out_features == 10
-    assert torch.equal(layer(feats[-1]), logits)
+    assert torch.allclose(pooled_map, recomputed, atol=1e-6)
 
 
-def test_a_family_without_a_named_classifier_says_so():
-    with pytest.raises(NotImplementedError, match="_TinyNet does not name its classifier layer"):
-        _TinyNet().classifier_layer()
+def test_a_new_family_pools_feat_minus_2_unless_it_says_otherwise():
     assert _TinyNet().pooled_map_module() is None

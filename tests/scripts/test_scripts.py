@@ -134,7 +134,8 @@ def test_every_script_line_builds(micro_data, tmp_path):
         teacher = build_teacher(opt, micro_data, torch.device("cpu"))
         student, d = build_student_side(opt, micro_data, torch.device("cpu"), teacher)
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
-        assert opt.gamma == 1.0 or opt.distill in ("kd", "mlkd", "sskd")  # -r: 1 as in RepDistiller, or the recipe's 0.1
+        # -r: 1 as in RepDistiller, or the recipe's (0.1; SimKD trains without CE)
+        assert opt.gamma == 1.0 or opt.distill in ("kd", "mlkd", "sskd", "simkd")
 
 
 def _fetch():
