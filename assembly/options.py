@@ -137,7 +137,7 @@ TEACHER_SCRIPT_OPTIONS = (
 )
 
 STUDENT_SCRIPT_OPTIONS = (
-    Option("init_epochs", int, 30, "init-stage epochs (abound, factor, fsp)", group=STUDENT),
+    Option("init_epochs", int, 30, "init-stage epochs (abound, factor, fsp, pad; sskd: 60 by default)", group=STUDENT),
     Option("model_s", str, "resnet8", "student architecture; comma-separated ones train side by side (with every "
            "--distill value)", group=STUDENT),
     Option("path_t", str, None, "teacher checkpoint; several comma-separated ones average their logits "

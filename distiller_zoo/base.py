@@ -22,11 +22,15 @@ The engine (``engine/``) only talks to this interface:
 * ``strong_view = True``: every batch also carries a strongly augmented view of its images (``Batch.x_strong``,
   RandAugment + Cutout, MLKD); the student and the teacher each run on it too, and ``out_s.strong`` /
   ``out_t.strong`` hold those outputs.
+* ``batch_expansion`` (a :class:`helper.types.BatchExpansion`, None by default): both networks run on an expansion
+  of every training batch instead of the batch (SSKD: four rotations of each image, one forward), in the main and
+  the init stage; ``loss`` gets their outputs on all expanded rows and the batch's labels as they are.
 * ``trainable_modules()`` go into the optimizer next to the student.
 * ``deployed(student)``: the network evaluation scores and a run deploys (the student, or with SimKD the student
   plus the method's projector and the teacher's classifier); ``deploy_state()`` is saved as the checkpoint's
   ``deploy`` entry and ``deployed_from(student, entry)`` rebuilds that network (``validation.py``).
-* two-stage methods (AB, FT, FSP) override ``init_modules`` / ``init_loss`` (and ``init_lr``).
+* two-stage methods (AB, FT, FSP, PAD, SSKD) override ``init_modules`` / ``init_loss`` (and ``init_lr``,
+  ``init_lr_factor`` for a schedule within the init stage).
 * ``needs_teacher = False`` (self-distillation, e.g. BYOT): no teacher is built and the loop passes
   ``out_t=None``.
 * ``epoch_metrics()``: extra per-epoch numbers (e.g. the accuracy of every exit of a multi-exit student) that
@@ -43,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helper.option import Option, str2bool
-from helper.types import Batch, Outputs, float32_outputs  # noqa: F401 (Batch, Outputs: the contract's types)
+from helper.types import Batch, BatchExpansion, Outputs, float32_outputs  # noqa: F401 (the contract's types)
 from helper.util import at_least_float32
 
 REGISTRY: Dict[str, type] = {}
@@ -170,6 +174,8 @@ class Distiller(nn.Module):
     # it reads the networks' outputs on a second, strongly augmented view of each batch as well (Batch.x_strong)
     strong_view: bool = False
     needs_teacher: bool = True
+    # the networks run on this expansion of every training batch instead of the batch (None: the batch itself)
+    batch_expansion: Optional[BatchExpansion] = None
     # the method's reference runs cuDNN deterministically (ICKD); the assembly applies it on CUDA
     deterministic_cudnn: bool = False
     # its modules are sized by --batch_size (SemCKD): the loop skips a last batch smaller than that, as its
@@ -297,6 +303,10 @@ class Distiller(nn.Module):
         """The init stage's lr, given the run's ``--learning_rate``."""
         return float(learning_rate)
 
+    def init_lr_factor(self, epoch: int, epochs: int) -> float:
+        """The factor on ``init_lr`` in init epoch ``epoch`` (1-indexed) of ``epochs``: 1, a constant lr."""
+        return 1.0
+
 
 class MethodWrapper(Distiller):
     """A Distiller around a built one (an add-on such as milestone checking or CTKD): the wrapped method's
@@ -312,6 +322,7 @@ class MethodWrapper(Distiller):
         self.needs_teacher = inner.needs_teacher
         self.strong_view = inner.strong_view
         self.full_batches_only = inner.full_batches_only
+        self.batch_expansion = inner.batch_expansion
 
     def trainable_modules(self):
         return self.inner.trainable_modules()
@@ -324,6 +335,9 @@ class MethodWrapper(Distiller):
 
     def init_lr(self, learning_rate):
         return self.inner.init_lr(learning_rate)
+
+    def init_lr_factor(self, epoch, epochs):
+        return self.inner.init_lr_factor(epoch, epochs)
 
     def epoch_metrics(self):
         return self.inner.epoch_metrics()

@@ -1,4 +1,5 @@
-"""RepDistiller's init stage of the two-stage methods (AB, FT, FSP): the method's modules trained first."""
+"""RepDistiller's init stage of the two-stage methods (AB, FT, FSP, PAD, SSKD): the method's modules trained
+first."""
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from .step import shard_loss_scale
 
 
 def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, logger) -> None:
-    """RepDistiller's pre-training stage for two-stage methods (AB, FT, FSP).
+    """RepDistiller's pre-training stage for two-stage methods (AB, FT, FSP; PAD, SSKD).
 
     As upstream: the student stays in eval mode except the modules being trained, the teacher is
     frozen, and a separate SGD optimizer with the method's init lr runs for ``--init_epochs``.
@@ -35,7 +36,11 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
     optimizer = torch.optim.SGD(init_list.parameters(), lr=lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
     channels_last = use_channels_last(opt, device)
+    expansion = distiller.batch_expansion
     for epoch in range(1, opt.init_epochs + 1):
+        epoch_lr = lr * distiller.init_lr_factor(epoch, opt.init_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         student.eval()
         teacher.eval()
         init_list.train()
@@ -46,6 +51,8 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
                                               world_size=env.world_size):
             x = prepare_input(batch.x, channels_last)
             batch = replace(batch, x=x)
+            if expansion is not None:
+                x = prepare_input(expansion.expand(x), channels_last)
             with autocast_for(opt, device):
                 out_s = forward(student, x, distiller.student_features)
                 kind = distiller.teacher_features
@@ -62,9 +69,10 @@ def run_init_stage(opt, data, student, teacher, distiller: Distiller, device, lo
         total_loss, seen = all_reduce_sum(total).tolist()
         # a nan or inf loss of any step makes the epoch's sum non-finite, so the sum read here tells it
         if not math.isfinite(total_loss):
+            hint = retry_hint(opt, distiller, epoch_lr)
             raise TrainingDiverged(f"{method}init epoch {epoch}/{opt.init_epochs}: non-finite init-stage loss; "
-                                   f"stopped before training, nothing saved; try {retry_hint(opt, distiller, lr)}")
-        row = {"stage": "init", "epoch": epoch, "init_train_loss": total_loss / seen, "lr": lr}
+                                   f"stopped before training, nothing saved; try {hint}")
+        row = {"stage": "init", "epoch": epoch, "init_train_loss": total_loss / seen, "lr": epoch_lr}
         logger.log(row, prefix="init/")
         logger.print(f"{method}init epoch {epoch}/{opt.init_epochs}  loss {row['init_train_loss']:.4f}  "
                      f"({time.time() - t0:.1f}s)")

@@ -10,7 +10,7 @@ import torch.nn as nn
 from distiller_zoo.base import Distiller
 from helper.distributed import average_gradients
 from helper.rng import RNGStream
-from helper.types import Batch, Outputs
+from helper.types import Batch, BatchExpansion, Outputs
 
 from .dot import DOT
 from .forward import autocast_for, forward, prepare_input, teacher_outputs, use_channels_last
@@ -59,6 +59,8 @@ class StudentStep(nn.Module):
             out_s = replace(out_s, strong=forward(self.student, batch.x_strong, d.student_features))
         terms, logits = d.step_loss(out_s, out_t, batch, epoch)
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        if d.batch_expansion is not None:
+            logits = d.batch_expansion.originals(logits)
         return loss, terms, logits
 
 
@@ -166,35 +168,58 @@ def train_step(batch: Batch, epoch: int, student: nn.Module, distiller: Distille
 
 def step_runs(batch: Batch, epoch: int, runs: List["StudentRun"], weights: List[Dict[str, float]], opt,
               device: torch.device, teacher: Optional[nn.Module] = None, world_size: int = 1):
-    """One batch for every run: the teacher's forward once, then each student's step in its own RNG stream.
+    """One batch for every run: one teacher forward per input the runs read, each student's step in its own RNG
+    stream.
 
     Returns the batch as the networks saw it and one ``(loss, terms, logits)`` per run, None for a run whose
-    method trains on full batches only and skipped this smaller one.
+    method trains on full batches only and skipped this smaller one. The inputs: the batch, a method's
+    ``batch_expansion`` of it (both networks run on the expanded rows) and the batch's strong view (``strong_view``,
+    read next to the batch). Each run steps right after the teacher's forward of its last input, so that a method
+    hooking a teacher module (ICKD's and CAT-KD's taps) reads the forward of its own input.
     """
     channels_last = use_channels_last(opt, device)
     x = prepare_input(batch.x, channels_last)
     strong = None if batch.x_strong is None else prepare_input(batch.x_strong, channels_last)
     batch = replace(batch, x=x, x_strong=strong)
-    out_t, out_t_strong = {}, {}
-    if teacher is not None:
-        # every run's need, from one teacher forward per view
-        with autocast_for(opt, device):
-            out_t = teacher_outputs(teacher, x, {r.distiller.teacher_features for r in runs})
-            kinds_strong = {r.distiller.teacher_features for r in runs if r.distiller.strong_view}
-            if kinds_strong:
-                out_t_strong = teacher_outputs(teacher, strong, kinds_strong)
     scale = shard_loss_scale(batch, world_size)
     # the global batch's rows, the same number in every process (so all skip a step alike)
-    rows = batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
-    results = []
-    for r, w in zip(runs, weights):
-        if r.distiller.full_batches_only and rows < r.opt.batch_size * world_size:
-            results.append(None)  # a method sized by the batch (SemCKD) skips the last, smaller one
-            continue
-        kind = r.distiller.teacher_features
-        own_t = out_t.get(kind)
-        if own_t is not None and r.distiller.strong_view:
-            own_t = replace(own_t, strong=out_t_strong[kind])
+    n_rows = batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
+    groups: Dict[Optional[BatchExpansion], List[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.distiller.batch_expansion, []).append(i)
+    results: List[Any] = [None] * len(runs)
+
+    def step(i: int, rows: torch.Tensor, own_t: Optional[Outputs]) -> None:
+        r = runs[i]
+        if r.distiller.full_batches_only and n_rows < r.opt.batch_size * world_size:
+            return  # a method sized by the batch (SemCKD) skips the last, smaller one: its result stays None
         with r.rng.active():
-            results.append(optimize(r.step, r.optimizer, x, own_t, batch, epoch, w, r.opt, device, scale))
+            results[i] = optimize(r.step, r.optimizer, rows, own_t, batch, epoch, weights[i], r.opt, device, scale)
+
+    for expansion, members in groups.items():
+        rows = x if expansion is None else prepare_input(expansion.expand(x), channels_last)
+        out_t = {}
+        if teacher is not None:
+            # every need of the group's runs, from one teacher forward
+            with autocast_for(opt, device):
+                out_t = teacher_outputs(teacher, rows, {runs[i].distiller.teacher_features for i in members})
+        # the runs that read these rows alone step before the teacher's forward of the strong view, so that a
+        # method hooking a teacher module reads the forward of its own input
+        for i in members:
+            if not runs[i].distiller.strong_view:
+                step(i, rows, out_t.get(runs[i].distiller.teacher_features))
+        kinds_strong = {runs[i].distiller.teacher_features for i in members if runs[i].distiller.strong_view}
+        if not kinds_strong:
+            continue
+        out_t_strong = {}
+        if teacher is not None:
+            with autocast_for(opt, device):
+                out_t_strong = teacher_outputs(teacher, strong, kinds_strong)
+        for i in members:
+            if runs[i].distiller.strong_view:
+                kind = runs[i].distiller.teacher_features
+                own_t = out_t.get(kind)
+                if own_t is not None:
+                    own_t = replace(own_t, strong=out_t_strong[kind])
+                step(i, rows, own_t)
     return batch, results

@@ -127,6 +127,9 @@ class Teacher(nn.Module):
     def get_bn_before_relu(self):
         return self.feature_model.get_bn_before_relu()
 
+    def pooled_map_module(self):
+        return self.feature_model.pooled_map_module()
+
     def bn_channel_offsets(self):
         return self.feature_model.bn_channel_offsets()
 

@@ -1,8 +1,9 @@
-"""The values the layers pass each other: a training batch and what one network forward produced."""
+"""The values the layers pass each other: a training batch, how a method expands it, and what one network forward
+produced."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -50,3 +51,17 @@ def float32_outputs(out: Optional[Outputs]) -> Optional[Outputs]:
         return None
     feats = None if out.feats is None else [at_least_float32(f) for f in out.feats]
     return replace(out, logits=at_least_float32(out.logits), feats=feats, strong=float32_outputs(out.strong))
+
+
+@dataclass(frozen=True)
+class BatchExpansion:
+    """How a method has both networks see every training batch (``Distiller.batch_expansion``).
+
+    ``expand(x)`` gives the rows the student and the teacher run on instead of ``x`` (SSKD: each image's four
+    rotations); ``originals(t)`` picks from an output of the expanded rows those of the batch's own images, in
+    the batch's order (the logits the training accuracy counts). ``name`` says what it is in messages.
+    """
+
+    name: str
+    expand: Callable[[torch.Tensor], torch.Tensor]
+    originals: Callable[[torch.Tensor], torch.Tensor]

@@ -128,6 +128,8 @@ class ShuffleNetV2(ZooModel, nn.Module):
         self.layer3 = self._make_layer(out_channels[2], num_blocks[2])
         self.conv2 = nn.Conv2d(out_channels[2], out_channels[3], 1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels[3])
+        # F.relu as a module, so that its output (the pooled map) can be asked for; it holds no state
+        self.head_relu = nn.ReLU()
         self.linear = nn.Linear(out_channels[3], num_classes)
         self.stage_widths = tuple(out_channels[:3])
 
@@ -158,9 +160,13 @@ class ShuffleNetV2(ZooModel, nn.Module):
         # the 1x1 head conv (1024 channels) between the last stage and the pooling
         return F.relu(self.bn2(self.conv2(last_stage_map)))
 
+    def pooled_map_module(self) -> nn.Module:
+        # feat[-2] is layer3's 464-channel output; the 1x1 conv head's 1024-channel map is pooled
+        return self.head_relu
+
     def features(self, x: torch.Tensor) -> FeatureMaps:
         x, post, pre = run_stages(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.head_relu(self.bn2(self.conv2(x)))
         # RepDistiller's fixed 4x4 window is the whole map for 32x32 inputs; sizing it from the
         # map gives identical results there and works for other sizes.
         return classify(torch.flatten(F.avg_pool2d(x, x.shape[2:]), 1), post, pre, self.linear)

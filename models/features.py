@@ -98,6 +98,11 @@ class ZooModel:
         ``feat[-2]`` (ICKD hooks it); None where ``feat[-2]`` is that map, or stands for it."""
         return None
 
+    def pooled_map_module(self) -> Optional[nn.Module]:
+        """The module whose output is exactly the map the global average pooling turns into ``feat[-1]``, where
+        that map is not ``feat[-2]`` (CAT-KD builds its class activation maps from it); None where it is."""
+        return None
+
     def get_bn_before_relu(self) -> List[nn.Module]:
         raise NotImplementedError(f"{type(self).__name__} does not name the BNs before its stage ReLUs")
 

@@ -97,6 +97,11 @@ class MobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.conv1, self.blocks])
 
+    def pooled_map_module(self) -> nn.Module:
+        # feat[-2] is the last block's 160-channel output; the 1x1 conv head (1280, with BN-ReLU) is pooled
+        return self.conv2
+
+
     classifier_attr = "classifier"
 
     def pooled_map(self, last_stage_map: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,11 @@ class RepMobileNetV2(ZooModel, nn.Module):
     def get_feat_modules(self):
         return nn.ModuleList([self.conv1, self.blocks])
 
+    def pooled_map_module(self):
+        # feat[-2] is the last block's output; the 1x1 conv head (with its ReLU) is pooled
+        return self.conv2
+
+
     classifier_attr = "classifier"
 
     def pooled_map(self, last_stage_map):

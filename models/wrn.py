@@ -104,6 +104,9 @@ class WideResNet(ZooModel, nn.Module):
         # feat[-2] is the raw block3 output; the map that is pooled is this ReLU's output, used nowhere else.
         return self.relu
 
+    def pooled_map_module(self) -> nn.Module:
+        return self.relu
+
     def _run(self, x: torch.Tensor, with_pre: bool):
         f0 = self.conv1(x)
         f1 = self.block1(f0)

@@ -78,6 +78,14 @@ echo "teacher $TA: $T; student $S" >&2
 # KD+LS and DKD+LS (logit standardization: the LS repository's per-pair temperature and weights are the defaults)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --logit_stand --model_s "$S" --trial 1 "$@"
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill dkd --logit_stand --model_s "$S" --trial 1 "$@"
+# CAT-KD (CE 1 and the CAT-KD CIFAR-100 configs' per-pair -b, --cat_resolution and --cat_normalize, which are its presets)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill catkd --model_s "$S" --trial 1 "$@"
+# SRD (torchdistill's official ImageNet settings: CE 1, SRD 1, exponent 4, its KL at tau 1; no CIFAR settings found)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill srd --model_s "$S" -r 1 -a 0 -b 1 --srd_exponent 4 --srd_T 1 --trial 1 "$@"
+# SSKD (the original CIFAR recipe: CE 0.1 and KL 0.9 on the upright images, 2.7 tf + 10 ss terms as -b; the teacher's head trained first for --init_epochs 60)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill sskd --model_s "$S" -r 0.1 -a 0.9 -b 1 --trial 1 "$@"
+# PAD-L2 (init stage: CE + 15 MSE of the pooled features; then CE + PAD; pairs of equal pooled widths only)
+"$PY" train_student.py --path_t "$T" --model_t "$TA" --distill pad --model_s "$S" -r 1 -a 0 -b 1 --pad_l2_weight 15 --trial 1 "$@"
 # KD+CTKD (curriculum temperature: the CTKD scripts' weights and lambda schedule, which are --ctkd's defaults)
 "$PY" train_student.py --path_t "$T" --model_t "$TA" --distill kd --model_s "$S" -r 0.1 -a 0.9 -b 0 --ctkd --trial 1 "$@"
 # MLKD (two views per image, the strong one RandAugment + Cutout; CE 0.1 on each view, KD weight 0.9, T 4 and 3, 5, 2, 6;

@@ -62,3 +62,20 @@ def distill_one_epoch(data_root, tmp_path, *flags, epochs=1):
                               "--device", "cpu", *flags])
     state = torch.load(os.path.join(res["run_dir"], "resnet8_last.pth"), weights_only=True)
     return res, state
+
+
+def resumed_and_straight(data_root, tmp_path, *flags):
+    """The last checkpoints of a 2-epoch run and of the same run stopped after epoch 1 and resumed with
+    ``--resume auto`` (same teacher, same seed): ``(straight, resumed)``."""
+    import shutil
+
+    from helper.checkpoint import save_checkpoint
+
+    teacher = tmp_path / "straight" / "resnet8_vanilla" / "ckpt_epoch_1.pth"
+    torch.manual_seed(0)
+    save_checkpoint({"model": build_model("resnet8", num_classes=100).state_dict()}, str(teacher))
+    shutil.copytree(tmp_path / "straight" / "resnet8_vanilla", tmp_path / "resumed" / "resnet8_vanilla")
+    _, straight = distill_one_epoch(data_root, tmp_path / "straight", *flags, epochs=2)
+    distill_one_epoch(data_root, tmp_path / "resumed", *flags, epochs=1)
+    _, resumed = distill_one_epoch(data_root, tmp_path / "resumed", *flags, "--resume", "auto", epochs=2)
+    return straight, resumed

@@ -22,6 +22,10 @@ PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"
          ("resnet32x4", "ShuffleV2")]
 # RepDistiller's FSP needs equal channel counts stage by stage
 FSP_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2")}
+# PAD-L2 compares the pooled features directly: equal widths only
+PAD_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")}
+# the methods with an init stage (--init_epochs)
+TWO_STAGE = ("abound", "factor", "fsp", "pad", "sskd")
 
 
 def calibrated_teacher(name):
@@ -81,6 +85,10 @@ def test_each_method_runs_end_to_end(micro, method):
             with pytest.raises(ValueError, match="FSP|fsp"):
                 train_student.main(args)
             continue
+        if method == "pad" and (teacher, student) not in PAD_OK:
+            with pytest.raises(ValueError, match="--distill pad compares the pooled features directly"):
+                train_student.main(args)
+            continue
         res = train_student.main(args)
         # the teacher's part may carry a tag (OFD's train-mode teacher: _ep240_bntrainalways)
         run = [d for d in os.listdir(micro / "save" / "student_model")
@@ -92,7 +100,7 @@ def test_each_method_runs_end_to_end(micro, method):
         assert 0 <= res["last_acc"] <= 100
         init_rows = [r for r in rows if r.get("stage") == "init"]
         # the two-stage methods ran their init stage first
-        assert (len(init_rows) == 1) == (method in ("abound", "factor", "fsp"))
+        assert (len(init_rows) == 1) == (method in TWO_STAGE)
 
 
 def _fixed_batch_setup(method, teacher_name, student_name):
@@ -121,13 +129,15 @@ def _fixed_batch_setup(method, teacher_name, student_name):
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_decreases_on_a_fixed_batch(method):
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet32x4", "resnet8x4")
-    batch = next(data.train.train_batches(8, 0, 1, augment=False))
+    # 8 rows for the networks, as the engine gives them: 8 images, or 2 expanded (SSKD: four rotations of each)
+    batch = next(data.train.train_batches(8 if d.batch_expansion is None else 2, 0, 1, augment=False))
+    x = batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x)
     init = d.init_modules(student)
     if init is not None and method in ("abound", "fsp"):
         # the method's distillation happens in the init stage (RepDistiller): train that
         params = torch.nn.ModuleList(init).parameters()
-        loss_fn = lambda: d.init_loss(forward(student, batch.x, d.student_features),  # noqa: E731
-                                      forward(teacher, batch.x, d.teacher_features), batch)
+        loss_fn = lambda: d.init_loss(forward(student, x, d.student_features),  # noqa: E731
+                                      forward(teacher, x, d.teacher_features), batch)
         student.eval()
         lr = 0.002  # FSP/AB init losses are unnormalised (O(10)); 0.01 with momentum overshoots in 12 steps
     else:
@@ -138,16 +148,16 @@ def test_loss_decreases_on_a_fixed_batch(method):
             popt = torch.optim.SGD(torch.nn.ModuleList(init).parameters(), lr=0.01)
             for _ in range(3):
                 popt.zero_grad()
-                d.init_loss(forward(student, batch.x, d.student_features),
-                            forward(teacher, batch.x, d.teacher_features), batch).backward()
+                d.init_loss(forward(student, x, d.student_features),
+                            forward(teacher, x, d.teacher_features), batch).backward()
                 popt.step()
         params = list(student.parameters()) + [p for m in d.trainable_modules() for p in m.parameters()]
         weights = {"ce": opt.gamma, "kl": opt.alpha, "kd": opt.beta}  # the method's recipe
 
         def loss_fn():
             with torch.no_grad():
-                out_t = forward(teacher, batch.x, d.teacher_features)
-            terms = d.loss(forward(student, batch.x, d.student_features), out_t, batch, 1)
+                out_t = forward(teacher, x, d.teacher_features)
+            terms = d.loss(forward(student, x, d.student_features), out_t, batch, 1)
             return sum(weights[k] * v for k, v in terms.items())
         student.train()
     optim = torch.optim.SGD(params, lr=lr, momentum=0.9)

@@ -112,9 +112,10 @@ def test_mc_wraps_every_registered_method():
         d = MilestoneChecking(inner, with_options(ctx, MilestoneChecking.select_options(opt)))
         assert d.stage_weights == [1.0, 0.5, 1.0], name
         student.train()
-        out_s = forward(student, batch.x, d.student_features)
+        x = batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x)
+        out_s = forward(student, x, d.student_features)
         with torch.no_grad():
-            out_t = forward(teacher, batch.x, d.teacher_features)
+            out_t = forward(teacher, x, d.teacher_features)
         if d.strong_view:  # MLKD reads both views
             out_s.strong = forward(student, batch.x_strong, d.student_features)
             with torch.no_grad():

@@ -346,3 +346,35 @@ def test_a_new_family_gets_the_defaults():
     assert net.pooled_map(f) is f
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(net(x), net.features(x).logits)
+
+
+# the channels of the map each family pools into feat[-1], where it is not feat[-2]'s
+POOLED_MAP_CHANNELS = {"MobileNetV2": 1280, "mobilenetv2_035": 1280, "repmobilenetv2": 1280, "ShuffleV2": 1024,
+                       "wrn_16_1": 64, "mywrn_10_2": 128}
+
+
+@pytest.mark.parametrize("name,kwargs,stages", FAMILIES, ids=IDS)
+def test_the_pooled_map_module_gives_the_forwards_own_pooled_map(name, kwargs, stages):
+    # CAT-KD taps it (a student in train mode must not run its head twice); pooled_map(feat[-2]) recomputes it
+    model = _model(name, kwargs).eval()
+    module = model.pooled_map_module()
+    tapped = []
+    handle = module.register_forward_hook(lambda m, i, o: tapped.append(o.clone())) if module is not None else None
+    size = 8 if name in SLOW else 32
+    try:
+        with torch.no_grad():
+            feats, _ = model(torch.randn(2, 3, size, size), is_feat=True)
+            recomputed = model.pooled_map(feats[-2])
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert (module is not None) == (name in POOLED_MAP_CHANNELS)
+    assert len(tapped) == (2 if name in ("MobileNetV2", "mobilenetv2_035", "repmobilenetv2") else int(bool(module)))
+    pooled_map = tapped[0] if module is not None else feats[-2]
+    assert pooled_map.dim() == 4 and pooled_map.shape[1] == POOLED_MAP_CHANNELS.get(name, feats[-2].shape[1])
+    assert torch.allclose(pooled_map.mean(dim=(2, 3)), feats[-1], atol=1e-6)
+    assert torch.allclose(pooled_map, recomputed, atol=1e-6)
+
+
+def test_a_new_family_pools_feat_minus_2_unless_it_says_otherwise():
+    assert _TinyNet().pooled_map_module() is None

@@ -65,6 +65,10 @@ def test_run_cifar_distill_has_repdistiller_lines(tmp_path):
     for method, beta in expected_beta.items():
         assert table[method] == [(None, 0.0, beta)], method
     assert table["ickd"] == [(None, 0.0, 2.5), (None, 1.0, 2.5)]
+    # issue #13's catkd, srd and pad: CAT-KD's per-pair presets left to the parser, SRD's and PAD's weights given
+    assert table["catkd"] == [(None, None, None)]
+    assert table["srd"] == table["pad"] == [(1.0, 0.0, 1.0)]
+    assert table["sskd"] == [(0.1, 0.9, 1.0)]
     assert "dkd" in table
 
 
@@ -130,7 +134,8 @@ def test_every_script_line_builds(micro_data, tmp_path):
         teacher = build_teacher(opt, micro_data, torch.device("cpu"))
         student, d = build_student_side(opt, micro_data, torch.device("cpu"), teacher)
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
-        assert opt.gamma == 1.0 or opt.distill in ("kd", "mlkd")  # -r defaults to 1 as in RepDistiller
+        # -r: 1 as in RepDistiller, or the recipe's (0.1; SimKD trains without CE)
+        assert opt.gamma == 1.0 or opt.distill in ("kd", "mlkd", "sskd", "simkd")
 
 
 def _fetch():
