@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import torch
 
-from dataset import build_dataset, set_normalization
+from dataset import build_dataset, input_family, set_normalization
 from distiller_zoo import DistillContext, build_distiller
 from engine.fit import fit
 from helper.distributed import current_env
@@ -16,7 +16,7 @@ from helper.run import announce, describe_processes, finish_processes, is_main_p
 from helper.run_folder import ALREADY_FINISHED
 from models import build_model
 
-from .options import parse_teacher_options, teacher_run_name
+from .options import data_settings, parse_teacher_options, teacher_run_name
 
 
 @dataclass
@@ -32,10 +32,10 @@ class ScratchPlan:
 def build_scratch_run(opt) -> ScratchPlan:
     """Device, data, the model and the plain cross-entropy method ``ce``."""
     device = setup_run(opt)
-    data = build_dataset(opt.dataset, opt.data_root, device)
+    data = build_dataset(opt.dataset, opt.data_root, device, data_settings(opt))
     set_normalization(data, opt.data_norm)
     model = build_model(opt.model, num_classes=data.num_classes, block_type=opt.blocktype, deploy=False,
-                        block_depth=opt.block_depth)
+                        block_depth=opt.block_depth, family=input_family(opt.dataset))
     run_dir = os.path.join(opt.save_dir, "models", teacher_run_name(opt, model.block_depth))
     model = place_model(model, device, opt)
     distiller = build_distiller("ce", DistillContext((), model, None, num_classes=data.num_classes, device=device))
