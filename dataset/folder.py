@@ -79,31 +79,33 @@ def decode(data: bytes):
         return img.convert("RGB")
 
 
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return float(torch.empty(1, dtype=torch.float64).uniform_(lo, hi, generator=g))
+def _uniform(g: torch.Generator, lo, hi) -> float:
+    # float32 draws, as torchvision's transforms make them from the global RNG
+    return torch.empty(1).uniform_(float(lo), float(hi), generator=g).item()
 
 
 def random_resized_crop_box(width: int, height: int, g: torch.Generator, scale=(0.08, 1.0),
                             ratio=(3.0 / 4.0, 4.0 / 3.0)) -> Tuple[int, int, int, int]:
     """(top, left, height, width) of RandomResizedCrop's box: torchvision's rule (ten tries of an area fraction in
-    ``scale`` and a log-uniform aspect ratio in ``ratio``, then the central crop of the nearest allowed ratio),
-    drawn from ``g`` instead of the global RNG so that a sample's crop depends on its own seed only."""
-    area = width * height
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    ``scale`` and a log-uniform aspect ratio in ``ratio``, then the central crop of the nearest allowed ratio) with
+    the same draws, taken from ``g`` instead of the global RNG so that a sample's crop depends on its own seed only
+    (a generator seeded s gives exactly the box torchvision's ``get_params`` gives after ``torch.manual_seed(s)``)."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
-        target = area * _uniform(g, scale[0], scale[1])
-        aspect = math.exp(_uniform(g, log_lo, log_hi))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        target_area = area * _uniform(g, scale[0], scale[1])
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)).item()
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=g))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=g))
+            top = torch.randint(0, height - h + 1, size=(1,), generator=g).item()
+            left = torch.randint(0, width - w + 1, size=(1,), generator=g).item()
             return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
