@@ -282,9 +282,12 @@ class FolderImageSet:
         if self._loader is None:
             workers = max(0, int(self.settings.num_workers))
             extra = {"persistent_workers": True, "prefetch_factor": self.settings.prefetch_factor} if workers else {}
+            # its own generator: a DataLoader draws its workers' base seed from the global RNG at every pass, which
+            # would move the stream CRD's negatives come from (and a resumed epoch would draw other ones); the
+            # augmentation draws from each sample's own seed, not from the workers' seeds
             self._loader = torch.utils.data.DataLoader(
                 SampleReader(self.samples, self.transform), batch_sampler=self._keys, num_workers=workers,
-                pin_memory=self._device.type == "cuda", **extra)
+                pin_memory=self._device.type == "cuda", generator=torch.Generator().manual_seed(0), **extra)
         return self._loader
 
     def _read(self, keys: List[List[Tuple[int, int, int]]], train: bool = False) -> Iterator[tuple]:
