@@ -12,7 +12,7 @@ on the DataLoader pipeline. Not executed in this project's test environment (no 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,13 +56,14 @@ class DaliTrainReader:
     def _encoded(self, batch_keys: List[Tuple[int, int, int]]):
         return list(self.pool.map(lambda key: np.frombuffer(self.samples.read(key[0]), dtype=np.uint8), batch_keys))
 
-    def batches(self, keys: List[List[Tuple[int, int, int]]]) -> Iterator[tuple]:
+    def batches(self, keys: Sequence[List[Tuple[int, int, int]]]) -> Iterator[tuple]:
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        if not keys:
+        if not len(keys):
             return
-        if self.pipe is None or max(len(k) for k in keys) > self.max_batch:
-            self._build(max(len(k) for k in keys), keys[0][0][1])
+        first = keys[0]  # a full global batch's shard: no later batch of the epoch is larger
+        if self.pipe is None or len(first) > self.max_batch:
+            self._build(len(first), first[0][1])
         pending = self.ahead.submit(self._encoded, keys[0])
         for i, batch_keys in enumerate(keys):
             encoded = pending.result()

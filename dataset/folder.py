@@ -211,15 +211,40 @@ def global_batches(n: int, batch_size: int, world_size: int, drop_last: bool, st
     return out
 
 
+class EpochKeys(Sequence):
+    """This process's keys ``(index, seed, strong_seed)`` of each global batch of an epoch, made when a batch is
+    asked for (an ImageNet epoch has 1.28 M samples; a list of them all would cost seconds and memory per epoch)."""
+
+    def __init__(self, plan: EpochPlan, bounds: List[Tuple[int, int]], rank: int, world_size: int):
+        self.order = plan.order.tolist()
+        n = len(self.order)
+        self.seeds = [NO_AUGMENTATION] * n if plan.seeds is None else plan.seeds.tolist()
+        self.strong = [NO_AUGMENTATION] * n if plan.strong_seeds is None else plan.strong_seeds.tolist()
+        self.bounds = bounds
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def shard(self, b: int) -> Tuple[int, int]:
+        begin, end = self.bounds[b]
+        return shard_bounds(end - begin, self.rank, self.world_size)
+
+    def __getitem__(self, b: int) -> List[Tuple[int, int, int]]:
+        begin = self.bounds[b][0]
+        lo, hi = self.shard(b)
+        return [(self.order[p], self.seeds[p], self.strong[p]) for p in range(begin + lo, begin + hi)]
+
+
 class ShardKeys(torch.utils.data.Sampler):
-    """The DataLoader's batch sampler: this process's keys of every global batch of the planned epoch (set with
-    :meth:`plan` before each pass, as DistributedSampler's set_epoch; the workers stay alive between passes)."""
+    """The DataLoader's batch sampler: the keys of the pass planned with :meth:`plan` before it (as DistributedSampler's
+    set_epoch; the workers stay alive between passes)."""
 
     def __init__(self):
         super().__init__()
-        self.keys: List[List[Tuple[int, int, int]]] = []
+        self.keys: Sequence[List[Tuple[int, int, int]]] = []
 
-    def plan(self, keys: List[List[Tuple[int, int, int]]]) -> None:
+    def plan(self, keys: Sequence[List[Tuple[int, int, int]]]) -> None:
         self.keys = keys
 
     def __iter__(self):
@@ -290,7 +315,7 @@ class FolderImageSet:
                 pin_memory=self._device.type == "cuda", generator=torch.Generator().manual_seed(0), **extra)
         return self._loader
 
-    def _read(self, keys: List[List[Tuple[int, int, int]]], train: bool = False) -> Iterator[tuple]:
+    def _read(self, keys: Sequence[List[Tuple[int, int, int]]], train: bool = False) -> Iterator[tuple]:
         """The batches of ``keys`` as device tensors: (x uint8, y, index[, strong uint8]); a training pass (with
         augmentation) goes through DALI where the split uses it."""
         if train and self.use_dali:
@@ -323,25 +348,18 @@ class FolderImageSet:
                              "--data_pipeline dataloader")
         plan = epoch_plan(len(self), seed, epoch, augment, strong_view)
         bounds = global_batches(len(self), batch_size, world_size, drop_last, start)
-        keys, shards = [], []
-        for begin, end in bounds:
-            lo, hi = shard_bounds(end - begin, rank, world_size)
-            positions = range(begin + lo, begin + hi)
-            keys.append([(int(plan.order[p]),
-                          NO_AUGMENTATION if plan.seeds is None else int(plan.seeds[p]),
-                          NO_AUGMENTATION if plan.strong_seeds is None else int(plan.strong_seeds[p]))
-                         for p in positions])
-            shards.append((lo, hi))
+        keys = EpochKeys(plan, bounds, rank, world_size)
         dali = self.use_dali and augment
-        for (begin, end), (lo, hi), parts in zip(bounds, shards, self._read(keys, train=dali)):
+        for b, parts in enumerate(self._read(keys, train=dali)):
             x, y, index = self.normalize(parts[0]), parts[1], parts[2]
             strong = self.normalize(parts[3]) if len(parts) > 3 else None
             if world_size == 1:
                 yield Batch(x, y, index, x_strong=strong)
                 continue
+            begin, end = bounds[b]
             global_index = plan.order[begin:end].to(self._device, non_blocking=True)
             yield Batch(x, y, index, global_index=global_index, global_y=self.targets.index_select(0, global_index),
-                        shard=(lo, hi), x_strong=strong)
+                        shard=keys.shard(b), x_strong=strong)
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         """The split in order; with ``world_size`` > 1 only this process's contiguous part of it."""
