@@ -58,15 +58,18 @@ class EpochMeter:
         for k, v in terms.items():
             self.terms[k] = self.terms.get(k, self.zero) + v.detach().float() * bs
 
+    def flat(self):
+        """The term names and one tensor of every sum: loss, top-1, top-5, the terms, non-finite steps, samples."""
+        keys = list(self.terms)
+        return keys, torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
+                                 + [self.terms[k] for k in keys]
+                                 + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
+
     def partial_sums(self) -> Dict[str, torch.Tensor]:
         """Every process's sums so far, added up (one collective): what a checkpoint within the epoch keeps, so
         that the resumed epoch reports the numbers of the whole epoch."""
-        keys = list(self.terms)
-        flat = torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
-                           + [self.terms[k] for k in keys]
-                           + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
-        flat = all_reduce_sum(flat.clone())
-        return {"keys": list(keys), "values": flat}
+        keys, flat = self.flat()
+        return {"keys": keys, "values": all_reduce_sum(flat)}
 
     def restore(self, saved: Optional[Dict]) -> None:
         """Continue from :meth:`partial_sums` of a checkpoint (process 0 holds them, the others start at zero)."""
@@ -79,10 +82,7 @@ class EpochMeter:
         self.seen = int(round(float(values[-1])))
 
     def result(self) -> Dict[str, float]:
-        keys = list(self.terms)
-        flat = torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
-                           + [self.terms[k] for k in keys]
-                           + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
+        keys, flat = self.flat()
         flat = all_reduce_sum(flat)  # all processes' samples (identity in one process)
         values = flat.tolist()
         seen = values[-1]
@@ -115,20 +115,14 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
     meters = [EpochMeter(device) for _ in runs]
     mark_step = uses_cuda_graphs(opt, device)
     bar = progress(data.num_batches(opt.batch_size, world_size=env.world_size), f"epoch {epoch}")
-    strong_view = any(r.distiller.strong_view for r in runs)
+    batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size,
+                                 strong_view=any(r.distiller.strong_view for r in runs), start=start)
+    step, samples = start // (opt.batch_size * env.world_size), start
     if start:
-        batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size,
-                                     strong_view=strong_view, start=start)
         for r, meter in zip(runs, meters):
             meter.restore(r.epoch_meter)
-        step = start // (opt.batch_size * env.world_size)
         if bar is not None:
             bar.update(step)
-    else:
-        batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size,
-                                     strong_view=strong_view)
-        step = 0
-    samples = start
     for batch in batches:
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()

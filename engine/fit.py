@@ -140,9 +140,11 @@ def save_within_epoch(run: StudentRun, epoch: int, samples: int, meter, teacher:
                       writer: CheckpointWriter) -> None:
     """``<model>_last.pth`` after ``samples`` samples of ``epoch`` (--save_steps): what the end-of-epoch checkpoint
     holds, with the epoch still to finish (``epoch`` is the last finished one, ``epoch_samples`` those trained of the
-    next) and the epoch's sums so far. Every process takes part (the sums are added up); process 0 writes."""
+    next) and the epoch's sums so far. Every process takes part (the sums are added up); process 0 writes. After a
+    non-finite loss or with non-finite weights nothing is written: the epoch's end stops the run (TrainingDiverged)
+    and the last good checkpoint stays the one to resume."""
     sums = meter.partial_sums()
-    if not current_env().is_main:
+    if not current_env().is_main or float(sums["values"][-2]) > 0 or not finite_weights(run.student):
         return
     opt, name = run.opt, run.model_name
     full = {"epoch": epoch - 1, "epoch_samples": samples, "global_batch": opt.batch_size * current_env().world_size,
@@ -212,10 +214,15 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
     writer.save(full, paths, None if keep_periodic else lambda: remove_periodic_checkpoints(run.run_dir, epoch))
 
 
+def finite_weights(student: nn.Module) -> bool:
+    """Whether every floating-point tensor of the student is finite (one host sync for all of them)."""
+    tensors = [t for t in student.state_dict().values() if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def check_finite_weights(run: StudentRun, epoch: int, lr: float) -> None:
     """Refuse to validate or save weights that are nan/inf (one host sync for all tensors of the student)."""
-    tensors = [t for t in run.student.state_dict().values() if t.is_floating_point()]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+    if not finite_weights(run.student):
         raise TrainingDiverged(f"{run.label}epoch {epoch}: non-finite weights; stopped before validating or saving "
                                f"them, {kept_checkpoint(run, epoch)}; try {retry_hint(run.opt, run.distiller, lr)}")
 

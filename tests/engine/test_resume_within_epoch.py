@@ -74,3 +74,36 @@ def test_resuming_within_an_epoch_needs_the_global_batch_it_was_written_with():
         engine.fit.check_step_resume("net_last.pth", state, Options, 2)
     assert str(err.value) == ("'net_last.pth' was written within epoch 5 with a global batch of 256; resume it with "
                               "the same global batch (now 64 x 2 processes = 128), e.g. --global_batch_size 256")
+
+
+def test_no_checkpoint_within_an_epoch_after_a_non_finite_loss(tmp_path):
+    import math
+
+    import distiller_zoo
+    from distiller_zoo import build_distiller
+    from engine.epoch import EpochMeter
+    from engine.step import StudentRun
+    from helper.checkpoint_writer import CheckpointWriter
+    from models import build_model
+    from tests.engine.built import method_context, student_options
+
+    model = build_model("resnet8", num_classes=10)
+    options = student_options(learning_rate=0.05, momentum=0.9, gamma=1.0, alpha=0.0, beta=0.0, epochs=2,
+                              save_freq=1, keep_checkpoints="all", distill="ce", device="cpu", batch_size=4)
+    distiller = build_distiller("ce", method_context(distiller_zoo.REGISTRY["ce"], options, model, None,
+                                                     num_classes=10))
+    run = StudentRun(options, model, distiller, str(tmp_path), "resnet8")
+    run.optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    meter = EpochMeter(torch.device("cpu"))
+    logits, y = torch.zeros(4, 10), torch.arange(4)
+    meter.update(torch.tensor(math.nan), {}, logits, y)
+    writer = CheckpointWriter()
+    engine.fit.save_within_epoch(run, 1, 4, meter, None, writer)
+    writer.close()
+    assert not (tmp_path / "resnet8_last.pth").exists()
+    finite = EpochMeter(torch.device("cpu"))
+    finite.update(torch.tensor(1.0), {}, logits, y)
+    writer = CheckpointWriter()
+    engine.fit.save_within_epoch(run, 1, 4, finite, None, writer)
+    writer.close()
+    assert load_checkpoint(str(tmp_path / "resnet8_last.pth"))["epoch_samples"] == 4
