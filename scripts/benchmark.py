@@ -120,8 +120,9 @@ def parse_args(argv=None):
                    help="also time N students per teacher forward (train_student.py --trials N) for every method: "
                         "an 'ours, N trials' row, per student")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="save/benchmark/benchmark.md",
-                   help="markdown file (.md), or a folder for benchmark.md; benchmark.json is written next to it")
+    p.add_argument("--out", default=None,
+                   help="markdown file (.md), or a folder for benchmark.md (benchmark_imagenet.md); the .json is "
+                        "written next to it (default save/benchmark/)")
     args = p.parse_args(argv)
     imagenet = args.dataset == "imagenet"
     args.model_t = args.model_t or ("ResNet34" if imagenet else "resnet56")
@@ -129,6 +130,7 @@ def parse_args(argv=None):
     if args.methods is None:
         args.methods = "kd" if imagenet else "teacher," + ",".join(METHODS)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.out = args.out or os.path.join("save", "benchmark", "benchmark_imagenet.md" if imagenet else "benchmark.md")
     if not args.methods:
         p.error("--methods is empty")
     if args.warmup < 0 or args.steps < 1 or args.batch_size < 1 or args.trials < 1:
