@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import distiller_zoo
-from dataset import NORMALIZATIONS, FolderSettings, available_datasets, dataset_recipe, input_family
+from dataset import NORMALIZATIONS, FolderSettings, available_datasets, dataset_recipe, input_family, recipe_name
 from dataset.folder import FORMATS, PIPELINES
 from engine.teacher import TEACHER_OPTIONS, arch_from_path
 from helper.distributed import launch_world_size
@@ -71,6 +71,9 @@ RUN_OPTIONS: Tuple[Option, ...] = (
     Option("dot_delta", float, 0.075, "DOT's momentum offset delta (0.075 CIFAR/Tiny-ImageNet, 0.09 ImageNet)",
            group=TOOLKIT),
     Option("dataset", str, "cifar100", choices=available_datasets(), group=REPDISTILLER),
+    Option("data_recipe", str, None, "the data set's named reference recipe (its defaults, below flags, --recipe "
+           "and add-ons): mdistiller for imagenet and tiny_imagenet (their default), or none (the methods' and the "
+           "toolkit's defaults); the CIFAR sets have none", group=TOOLKIT),
     Option("data_norm", str, "default", "input mean/std: the data set's own (default), or a preset such as 'byot' "
            "(the CIFAR-10 constants BYOT applies to CIFAR-100)", choices=sorted(NORMALIZATIONS), group=REPDISTILLER),
     Option("data_root", str, "./data", "folder holding cifar-100-python/ etc.; for imagenet its train/ and val/ "
@@ -293,7 +296,8 @@ def method_defaults(cls, raw: argparse.Namespace, teacher: Optional[str], model_
     pair = f" ({teacher} -> {model_s})" if teacher else ""
     layers = [(f"--distill {method}", cls.defaults),
               (f"--distill {method}{pair}", cls.defaults_for(teacher, model_s)),
-              (f"--dataset {raw.dataset} {method}{pair}", dataset_recipe(raw.dataset, method, teacher, model_s))]
+              (f"{data_recipe_label(raw)} {method}{pair}",
+               dataset_recipe(raw.dataset, method, teacher, model_s, raw.data_recipe))]
     for addon in distiller_zoo.ADDONS:
         if not addon.enabled(raw):
             continue
@@ -312,6 +316,16 @@ def method_defaults(cls, raw: argparse.Namespace, teacher: Optional[str], model_
         check_method_defaults(label, values, names)
         defaults.update(labelled(values, label))
     return defaults
+
+
+def data_recipe_label(raw) -> str:
+    """How the start of a run names the data set's recipe, e.g. ``--dataset imagenet (mdistiller)``; checks
+    ``--data_recipe``."""
+    try:
+        which = recipe_name(raw.dataset, raw.data_recipe)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return f"--dataset {raw.dataset}" + (f" ({which})" if which else "")
 
 
 def labelled(defaults: Dict[str, Any], label: str) -> Dict[str, Tuple[Any, str]]:
@@ -465,7 +479,8 @@ def parse_teacher_options(argv=None):
     """train_teacher.py's resolved options."""
     parser = teacher_parser()
     raw = parser.parse_args(argv)
-    recipe = labelled(dataset_recipe(raw.dataset, None, None, raw.model), f"--dataset {raw.dataset}")
+    label = data_recipe_label(raw)
+    recipe = labelled(dataset_recipe(raw.dataset, None, None, raw.model, raw.data_recipe), label)
     values, _ = resolve(raw, explicit_dests(parser, argv), recipe, raw.model)
     # a teacher (or vanilla student) trains with the cross-entropy term alone
     values.update(TOOLKIT_WEIGHTS)

@@ -414,7 +414,7 @@ def read_splits(layout, data_root: str, settings: FolderSettings):
     return shard_splits(data_root) if settings.data_format == "webdataset" else layout(data_root)
 
 
-@register_dataset("imagenet", family="imagenet", bundle=True, recipe=imagenet_recipe)
+@register_dataset("imagenet", family="imagenet", bundle=True, recipes={"mdistiller": imagenet_recipe})
 def load_imagenet(data_root: str, device, settings: Optional[FolderSettings] = None) -> DataBundle:
     settings = settings or FolderSettings()
     crop = settings.crop_size or 224
@@ -423,7 +423,7 @@ def load_imagenet(data_root: str, device, settings: Optional[FolderSettings] = N
                          IMAGENET_MEAN, IMAGENET_STD, device, settings)
 
 
-@register_dataset("tiny_imagenet", family="imagenet", bundle=True, recipe=tiny_imagenet_recipe)
+@register_dataset("tiny_imagenet", family="imagenet", bundle=True, recipes={"mdistiller": tiny_imagenet_recipe})
 def load_tiny_imagenet(data_root: str, device, settings: Optional[FolderSettings] = None) -> DataBundle:
     settings = settings or FolderSettings()
     crop = settings.crop_size or 64

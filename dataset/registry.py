@@ -1,8 +1,9 @@
 """The data-set registry: ``@register_dataset("name")`` on each loader makes it a ``--dataset`` value.
 
 A data set also says which model family its names mean (``family``: ``cifar`` for 32x32 sets, ``imagenet`` for
-ImageNet-style ones, see ``models.registry``) and may carry its reference training recipe (``recipe``: option values
-that apply where no flag, ``--recipe`` or add-on gives one; ``assembly/options.py`` has the precedence rule).
+ImageNet-style ones, see ``models.registry``) and may carry named reference training recipes (``recipes``: option
+values that apply where no flag, ``--recipe`` or add-on gives one, the first one unless ``--data_recipe`` names another
+or ``none``; ``assembly/options.py`` has the precedence rule).
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any, Callable, Dict, List, Optional
 DATASETS: Dict[str, Callable] = {}
 FAMILIES: Dict[str, str] = {}
 BUNDLE_LOADERS = set()
-# name -> f(method name or None for a model trained from scratch, teacher, student) -> option values
-RECIPES: Dict[str, Callable[[Optional[str], Optional[str], str], Dict[str, Any]]] = {}
+# data set -> {recipe name -> f(method name or None for a model trained from scratch, teacher, student) -> values}
+RECIPES: Dict[str, Dict[str, Callable[[Optional[str], Optional[str], str], Dict[str, Any]]]] = {}
+NO_RECIPE = "none"
 
 
 def register_dataset(name: str, family: str = "cifar", bundle: bool = False,
-                     recipe: Optional[Callable[[Optional[str], Optional[str], str], Dict[str, Any]]] = None):
+                     recipes: Optional[Dict[str, Callable[[Optional[str], Optional[str], str], Dict[str, Any]]]] = None):
     """Decorator on a loader function: ``--dataset name`` reads through it."""
 
     def wrap(fn):
@@ -29,8 +31,8 @@ def register_dataset(name: str, family: str = "cifar", bundle: bool = False,
         FAMILIES[name] = family
         if bundle:
             BUNDLE_LOADERS.add(name)
-        if recipe is not None:
-            RECIPES[name] = recipe
+        if recipes:
+            RECIPES[name] = dict(recipes)
         return fn
 
     return wrap
@@ -45,8 +47,22 @@ def input_family(name: str) -> str:
     return FAMILIES.get(name, "cifar")
 
 
-def dataset_recipe(name: str, method: Optional[str], teacher: Optional[str], student: str) -> Dict[str, Any]:
+def recipe_name(name: str, chosen: Optional[str]) -> Optional[str]:
+    """The data set's recipe a run takes: ``--data_recipe`` (checked), else its first; None for none."""
+    known = RECIPES.get(name, {})
+    if chosen is None:
+        return next(iter(known), None)
+    if chosen == NO_RECIPE:
+        return None
+    if chosen not in known:
+        names = ", ".join(list(known) + [NO_RECIPE])
+        raise ValueError(f"--data_recipe {chosen}: --dataset {name} has no recipe of that name (its recipes: {names})")
+    return chosen
+
+
+def dataset_recipe(name: str, method: Optional[str], teacher: Optional[str], student: str,
+                   chosen: Optional[str] = None) -> Dict[str, Any]:
     """The data set's reference settings for ``method`` (None: training from scratch) and the pair; {} for a data
-    set without a recipe (the CIFAR ones: the methods' own defaults are their CIFAR recipes)."""
-    recipe = RECIPES.get(name)
-    return {} if recipe is None else dict(recipe(method, teacher, student))
+    set without a recipe (the CIFAR ones: the methods' own defaults are their CIFAR recipes) or ``--data_recipe none``."""
+    which = recipe_name(name, chosen)
+    return {} if which is None else dict(RECIPES[name][which](method, teacher, student))

@@ -47,7 +47,7 @@ def test_a_flag_the_recipe_option_and_an_addon_beat_the_data_set():
 def test_the_start_of_a_run_says_where_the_values_came_from():
     [config] = parse_configurations(R34_R18 + ["--distill", "kd"])
     line = config.describe()
-    assert "--dataset imagenet kd (ResNet34 -> ResNet18): " in line and "kd_T=1.0" in line
+    assert "--dataset imagenet (mdistiller) kd (ResNet34 -> ResNet18): " in line and "kd_T=1.0" in line
     assert "batch_size=512" in line and "--global_batch_size 512 / 1 process" in line
 
 
@@ -86,3 +86,14 @@ def test_a_torchvision_file_name_names_the_teacher_on_imagenet_only(tmp_path):
     assert o.dkd_beta == 0.5  # the pair (ResNet34 -> ResNet18) was read from the file name
     cifar = parse_configurations(["--path_t", path, "--distill", "kd"])[0]
     assert "ResNet34" not in cifar.describe()
+
+
+def test_the_recipe_has_a_name_and_none_turns_it_off():
+    o = parse_student_options(R34_R18 + ["--distill", "kd", "--data_recipe", "none"])
+    assert (o.epochs, o.kd_T, o.learning_rate, o.batch_size, o.global_batch_size) == (240, 4, 0.05, 64, None)
+    assert parse_student_options(R34_R18 + ["--distill", "kd", "--data_recipe", "mdistiller"]).epochs == 100
+    with pytest.raises(SystemExit, match="--data_recipe torchdistill: --dataset imagenet has no recipe of that name "
+                                         r"\(its recipes: mdistiller, none\)"):
+        parse_student_options(R34_R18 + ["--distill", "kd", "--data_recipe", "torchdistill"])
+    with pytest.raises(SystemExit, match="--dataset cifar100 has no recipe of that name"):
+        parse_teacher_options(["--data_recipe", "mdistiller"])
