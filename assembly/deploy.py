@@ -19,7 +19,7 @@ import torch.nn as nn
 import distiller_zoo
 from helper.checkpoint import extract_state_dict, load_checkpoint, load_weights, save_checkpoint
 from helper.file_diagnosis import describe_not
-from models import arch_options, build_model, model_dict
+from models import CIFAR, arch_options, build_model, family_of, model_dict
 from models.ambb import convert_to_deploy
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -92,13 +92,16 @@ def infer_num_classes(sd: Dict[str, torch.Tensor], default: int = 100) -> int:
 
 
 def build_for_state_dict(arch: str, num_classes: int, sd: Dict[str, torch.Tensor], block_type: str = "AMBB",
-                         deploy: Optional[bool] = None, block_depth: Optional[Sequence[int]] = None) -> nn.Module:
+                         deploy: Optional[bool] = None, block_depth: Optional[Sequence[int]] = None,
+                         family: str = CIFAR) -> nn.Module:
     """Build ``arch`` in the form (training-time or fused) whose keys are those of ``sd``, without loading.
 
     ``deploy=None`` picks the form from the keys; True/False force it (a mismatch then fails at loading
-    with the list of offending keys).
+    with the list of offending keys). ``family``: the data set's model family (``models.registry``).
     """
     kwargs = dict(block_type=block_type, block_depth=block_depth)
+    if family_of(arch, family) != CIFAR:
+        return build_model(arch, num_classes=num_classes, family=family)
     if arch not in model_dict or "deploy" not in arch_options(arch):
         return build_model(arch, num_classes=num_classes, **kwargs)
     if deploy is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Tuple
 
-from dataset import NORMALIZATIONS, available_datasets, build_dataset, set_normalization
+from dataset import NORMALIZATIONS, FolderSettings, available_datasets, build_dataset, input_family, \
+    set_normalization
+from dataset.folder import FORMATS
 from engine.evaluate import EvalSettings, validate
 from helper.checkpoint import load_checkpoint, load_weights
 from helper.multihead import is_multi_exit
@@ -26,6 +28,14 @@ def parser():
     p.add_argument("--dataset", type=str, default=None, choices=available_datasets(),
                    help="default: the data set the checkpoint was trained on, else cifar100")
     p.add_argument("--data_root", type=str, default="./data")
+    p.add_argument("--data_format", type=str, default=None, choices=list(FORMATS),
+                   help="imagenet/tiny_imagenet: folder or webdataset (default: the checkpoint's, else folder)")
+    p.add_argument("--crop_size", type=int, default=None,
+                   help="folder data sets: evaluation crop (default: the checkpoint's, else the data set's)")
+    p.add_argument("--resize_size", type=int, default=None,
+                   help="folder data sets: shorter side before the centre crop (default: the checkpoint's, else "
+                        "the data set's)")
+    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers of a folder data set")
     p.add_argument("--batch_size", type=int, default=256, dest="test_batch_size")
     p.add_argument("--device", type=str, default="auto")
     p.add_argument("-t", "--blocktype", type=str, default="AMBB",
@@ -61,12 +71,16 @@ def evaluate_checkpoint(opt):
     dataset = opt.dataset or stored.get("dataset") or "cifar100"
     block_depth = opt.block_depth if opt.block_depth is not None else stored.get("block_depth")
     sd = read_weights(opt.model_path)
-    data = build_dataset(dataset, opt.data_root, device)
+    settings = FolderSettings(data_format=opt.data_format or stored.get("data_format") or "folder",
+                              pipeline="dataloader", num_workers=opt.num_workers,
+                              crop_size=opt.crop_size or stored.get("crop_size"),
+                              resize_size=opt.resize_size or stored.get("resize_size"))
+    data = build_dataset(dataset, opt.data_root, device, settings)
     set_normalization(data, opt.data_norm or stored.get("data_norm"))
     if opt.model in BYOT_MODELS:
         sd = drop_unused_downsample(sd)
     model = build_for_state_dict(opt.model, data.num_classes, sd, block_type=block_type, deploy=opt.deploy_flag,
-                                 block_depth=block_depth)
+                                 block_depth=block_depth, family=input_family(dataset))
     try:
         load_weights(model, sd, opt.model, source=f"'{opt.model_path}'")
     except ValueError as exc:

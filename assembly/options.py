@@ -7,9 +7,11 @@ in ``engine/teacher.py``. The student parser is generated from all of them, a fl
 
 Precedence, for every option (:func:`resolve`): the value given on the command line; else the ``--recipe`` chosen
 (a method's named recipe, e.g. MLKD's 480-epoch one); else an enabled add-on's default for that method and
-teacher/student pair (``--logit_stand``'s per-pair temperatures and weights); else the method's preset for the pair
-(``Distiller.defaults_for``: its authors' per-pair configs); else the method's default (``Distiller.defaults``: its
-loss weights, learning rate and recipe); else the toolkit's default.
+teacher/student pair (``--logit_stand``'s per-pair temperatures and weights); else the data set's reference recipe for
+that method and pair (``--dataset imagenet``: mdistiller's ImageNet configs, ``dataset/recipes.py``; the CIFAR sets
+have none); else the method's preset for the pair (``Distiller.defaults_for``: its authors' per-pair configs, CIFAR
+ones); else the method's default (``Distiller.defaults``: its loss weights, learning rate and CIFAR recipe); else the
+toolkit's default. ``train_teacher.py`` has the data set's recipe and the toolkit's defaults only.
 Two toolkit defaults are rules rather than constants: ``--learning_rate`` is 0.05, or 0.01 for MobileNetV2 and
 the ShuffleNets (RepDistiller), and ``--data_seed`` is ``--seed``. The loss weights apply as a set: when none of
 ``-r/-a/-b`` is given all three are the method's; when some are, a missing ``-r`` is RepDistiller's 1 and a
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import distiller_zoo
-from dataset import NORMALIZATIONS, available_datasets
+from dataset import NORMALIZATIONS, FolderSettings, available_datasets, dataset_recipe, input_family, recipe_name
+from dataset.folder import FORMATS, PIPELINES
 from engine.teacher import TEACHER_OPTIONS, arch_from_path
+from helper.distributed import launch_world_size
 from helper.option import Option, str2bool
 from helper.util import CHECKPOINTKD_MULTISTEP, LR_SCHEDULES, SMALL_LR_MODELS, default_learning_rate, \
     unknown_device
@@ -50,9 +54,9 @@ RUN_OPTIONS: Tuple[Option, ...] = (
            "is printed once per epoch, since reading it every few steps would stall the GPU)", group=REPDISTILLER),
     Option("tb_freq", int, 500, "accepted for compatibility (unused, as upstream)", group=REPDISTILLER),
     Option("save_freq", int, 40, "save ckpt_epoch_N.pth every N epochs", group=REPDISTILLER),
-    Option("batch_size", int, 64, group=REPDISTILLER),
-    Option("num_workers", int, 8, "accepted for compatibility; in-memory data sets need no workers",
-           group=REPDISTILLER),
+    Option("batch_size", int, 64, "per process (torchrun: the global batch is K times larger)", group=REPDISTILLER),
+    Option("num_workers", int, 8, "DataLoader workers decoding the folder data sets (imagenet, tiny_imagenet); the "
+           "in-memory ones need none", group=REPDISTILLER),
     Option("epochs", int, 240, group=REPDISTILLER),
     Option("learning_rate", float, None, "default 0.05, or 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (RepDistiller)",
            group=REPDISTILLER),
@@ -75,9 +79,28 @@ RUN_OPTIONS: Tuple[Option, ...] = (
     Option("dot_delta", float, 0.075, "DOT's momentum offset delta (0.075 CIFAR/Tiny-ImageNet, 0.09 ImageNet)",
            group=TOOLKIT),
     Option("dataset", str, "cifar100", choices=available_datasets(), group=REPDISTILLER),
+    Option("data_recipe", str, None, "the data set's named reference recipe (its defaults, below flags, --recipe "
+           "and add-ons): mdistiller for imagenet and tiny_imagenet (their default), or none (the methods' and the "
+           "toolkit's defaults); the CIFAR sets have none", group=TOOLKIT),
     Option("data_norm", str, "default", "input mean/std: the data set's own (default), or a preset such as 'byot' "
            "(the CIFAR-10 constants BYOT applies to CIFAR-100)", choices=sorted(NORMALIZATIONS), group=REPDISTILLER),
-    Option("data_root", str, "./data", "folder holding cifar-100-python/ etc.", group=TOOLKIT),
+    Option("data_root", str, "./data", "folder holding cifar-100-python/ etc.; for imagenet its train/ and val/ "
+           "(ImageFolder layout), for tiny_imagenet the unpacked tiny-imagenet-200", group=TOOLKIT),
+    Option("data_format", str, "folder", "imagenet/tiny_imagenet: folder (class sub-folders of image files) or "
+           "webdataset (train/ and val/ folders of .tar shards of <key>.jpg + <key>.cls samples)",
+           choices=list(FORMATS), group=TOOLKIT),
+    Option("data_pipeline", str, "auto", "folder data sets: dataloader (workers decode with PIL, the device "
+           "normalises), dali (NVIDIA DALI decodes and crops on the GPU) or auto (dali on CUDA where installed)",
+           choices=list(PIPELINES), group=TOOLKIT),
+    Option("crop_size", int, None, "folder data sets: training/evaluation crop (default 224 imagenet, 64 "
+           "tiny_imagenet)", group=TOOLKIT),
+    Option("resize_size", int, None, "folder data sets: shorter side before the evaluation centre crop (default "
+           "crop x 256/224 imagenet, the crop tiny_imagenet)", group=TOOLKIT),
+    Option("global_batch_size", int, None, "the batch over all processes (each takes global / K; the learning rate "
+           "is then the global batch's, not scaled); the ImageNet recipe sets 512. An explicit --batch_size (per "
+           "process) replaces a recipe's global batch", group=PROCESSES),
+    Option("save_steps", int, 0, "also write <model>_last.pth every N training steps, so that --resume continues "
+           "within an epoch (an ImageNet epoch is long); 0: at epoch ends only", group=TOOLKIT),
     Option("save_dir", str, "./save", "root of the output folders", group=TOOLKIT),
     Option("seed", int, 0, "seeds every RNG (init, shuffling, augmentation)", group=TOOLKIT),
     Option("device", str, "auto", "cuda, cpu or auto (CUDA when available)", group=TOOLKIT),
@@ -284,7 +307,9 @@ def method_defaults(cls, raw: argparse.Namespace, teacher: Optional[str], model_
     method = cls.name
     pair = f" ({teacher} -> {model_s})" if teacher else ""
     layers = [(f"--distill {method}", cls.defaults),
-              (f"--distill {method}{pair}", cls.defaults_for(teacher, model_s))]
+              (f"--distill {method}{pair}", cls.defaults_for(teacher, model_s)),
+              (f"{data_recipe_label(raw)} {method}{pair}",
+               dataset_recipe(raw.dataset, method, teacher, model_s, raw.data_recipe))]
     for addon in distiller_zoo.ADDONS:
         if not addon.enabled(raw):
             continue
@@ -303,6 +328,16 @@ def method_defaults(cls, raw: argparse.Namespace, teacher: Optional[str], model_
         check_method_defaults(label, values, names)
         defaults.update(labelled(values, label))
     return defaults
+
+
+def data_recipe_label(raw) -> str:
+    """How the start of a run names the data set's recipe, e.g. ``--dataset imagenet (mdistiller)``; checks
+    ``--data_recipe``."""
+    try:
+        which = recipe_name(raw.dataset, raw.data_recipe)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return f"--dataset {raw.dataset}" + (f" ({which})" if which else "")
 
 
 def labelled(defaults: Dict[str, Any], label: str) -> Dict[str, Tuple[Any, str]]:
@@ -341,7 +376,30 @@ def resolve(raw: argparse.Namespace, explicit: Set[str], defaults: Dict[str, Tup
         sources["data_seed"] = "--seed"
     values["blocktype"] = normalize_block_type(values["blocktype"])
     values["block_depth"] = parse_block_depth(values["block_depth"])
+    resolve_global_batch(values, sources, explicit)
     return values, sources
+
+
+def resolve_global_batch(values: Dict[str, Any], sources: Dict[str, str], explicit: Set[str]) -> None:
+    """``--global_batch_size N``: each of the K processes torchrun starts takes N / K and the learning rate is the
+    global batch's (``--lr_scale none``). A global batch from a recipe gives way to an explicit ``--batch_size``."""
+    total = values.get("global_batch_size")
+    if total is None:
+        return
+    if "batch_size" in explicit:
+        if "global_batch_size" in explicit:
+            raise SystemExit("error: --batch_size (per process) and --global_batch_size (over all processes) both "
+                             "set the batch; give one of them")
+        values["global_batch_size"], sources["global_batch_size"] = None, "--batch_size given (per process)"
+        return
+    world = launch_world_size()
+    if total < 1 or total % world:
+        raise SystemExit(f"error: --global_batch_size {total} does not split over {world} processes; give a multiple "
+                         f"of {world} or --batch_size (per process)")
+    values["batch_size"] = total // world
+    sources["batch_size"] = f"--global_batch_size {total} / {world} process{'es' if world > 1 else ''}"
+    if "lr_scale" not in explicit:
+        values["lr_scale"], sources["lr_scale"] = "none", "--global_batch_size (the lr is the global batch's)"
 
 
 def parse_block_depth(text) -> Optional[list]:
@@ -403,6 +461,9 @@ def check_run_options(o, trials: int = 1) -> None:
         raise SystemExit(f"error: --test_batch_size must be at least 1, got {o.test_batch_size}")
     check_decay_epochs(o.lr_decay_epochs)
     check_device_name(o.device)
+    check_data_reading(o)
+    if o.save_steps < 0:
+        raise SystemExit(f"error: --save_steps must be 0 (epoch ends only) or a number of steps, got {o.save_steps}")
     if o.overwrite and o.resume:
         raise SystemExit("error: --overwrite starts the run afresh and --resume continues it; give one of them")
     if trials < 1:
@@ -411,6 +472,16 @@ def check_run_options(o, trials: int = 1) -> None:
     if trials > 1 and o.resume not in (None, "auto"):
         raise SystemExit("error: with --trials, resume with --resume auto (each trial continues from its own run "
                          "folder); a single checkpoint path names one trial only")
+
+
+def check_data_reading(o) -> None:
+    """--crop_size/--resize_size/--num_workers: sizes and counts a folder data set can use."""
+    for flag in ("crop_size", "resize_size"):
+        value = getattr(o, flag)
+        if value is not None and value < 1:
+            raise SystemExit(f"error: --{flag} must be a positive number of pixels, got {value}")
+    if o.num_workers < 0:
+        raise SystemExit(f"error: --num_workers must be 0 (read in the training process) or more, got {o.num_workers}")
 
 
 def check_dot_options(o) -> None:
@@ -435,7 +506,9 @@ def parse_teacher_options(argv=None):
     parser = teacher_parser()
     raw = parser.parse_args(argv)
     explicit = explicit_dests(parser, argv)
-    values, _ = resolve(raw, explicit, {}, raw.model)
+    label = data_recipe_label(raw)
+    recipe = labelled(dataset_recipe(raw.dataset, None, None, raw.model, raw.data_recipe), label)
+    values, _ = resolve(raw, explicit, recipe, raw.model)
     check_schedule_flags(values["lr_schedule"], explicit)
     # a teacher (or vanilla student) trains with the cross-entropy term alone
     values.update(TOOLKIT_WEIGHTS)
@@ -446,6 +519,12 @@ def parse_teacher_options(argv=None):
     check_run_options(opt, opt.trials)
     check_block_depth_applies(opt.model, opt.block_depth)
     return opt
+
+
+def data_settings(opt) -> FolderSettings:
+    """How a folder data set (imagenet, tiny_imagenet) is read, from a run's options."""
+    return FolderSettings(data_format=opt.data_format, pipeline=opt.data_pipeline, crop_size=opt.crop_size,
+                          resize_size=opt.resize_size, num_workers=opt.num_workers)
 
 
 def split_list(text) -> list:
@@ -472,7 +551,7 @@ def parse_configurations(argv=None, parser=None) -> List[Configuration]:
     if not pairs:
         raise SystemExit("error: --model_s and --distill need at least one value each")
     names = set(vars(raw))
-    teacher = arch_from_path(raw.path_t, raw.model_t)
+    teacher = arch_from_path(raw.path_t, raw.model_t, input_family(raw.dataset))
     configs = []
     for model_s, method in pairs:
         cls = distiller_zoo.REGISTRY.get(method)

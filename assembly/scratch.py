@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from dataset import build_dataset, set_normalization
+from dataset import build_dataset, input_family, set_normalization
 from distiller_zoo import DistillContext, build_distiller
 from engine.fit import fit_runs
 from engine.step import StudentRun
@@ -19,7 +19,7 @@ from helper.run_folder import ALREADY_FINISHED
 from helper.util import set_seed
 from models import build_model
 
-from .options import parse_teacher_options, teacher_run_name, trial_options
+from .options import data_settings, parse_teacher_options, teacher_run_name, trial_options
 from .student import trials_line
 
 
@@ -37,7 +37,7 @@ def build_scratch_run(opt) -> ScratchPlan:
     With ``--trials N`` trial i is built from ``--seed seed+i`` in its own RNG stream, so that it ends as a run of its
     own with that seed, ``--trial trial+i`` and this run's ``--data_seed`` would (CheckpointKD's ``--model_num``)."""
     device = setup_run(opt)
-    data = build_dataset(opt.dataset, opt.data_root, device)
+    data = build_dataset(opt.dataset, opt.data_root, device, data_settings(opt))
     set_normalization(data, opt.data_norm)
     plan = ScratchPlan(opt, device, data)
     facts = {"world_size": current_env().world_size}
@@ -46,7 +46,7 @@ def build_scratch_run(opt) -> ScratchPlan:
         if opt.trials > 1:
             set_seed(own.seed)
         model = build_model(own.model, num_classes=data.num_classes, block_type=own.blocktype, deploy=False,
-                            block_depth=own.block_depth)
+                            block_depth=own.block_depth, family=input_family(own.dataset))
         run_dir = os.path.join(own.save_dir, "models", teacher_run_name(own, model.block_depth))
         model = place_model(model, device, own)
         distiller = build_distiller("ce", DistillContext((), model, None, num_classes=data.num_classes,

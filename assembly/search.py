@@ -115,6 +115,10 @@ def stratified_holdout(targets: torch.Tensor, fraction: float, seed: int = 0) ->
 
 
 def subset(split: TensorImageSet, idx: torch.Tensor) -> TensorImageSet:
+    if not isinstance(split, TensorImageSet):
+        raise ValueError("a held-out part of the training split is made for the in-memory data sets (cifar100, "
+                         "cifar10, digits) only; a folder data set (imagenet, tiny_imagenet) is read from disk: score "
+                         "on its val/ split instead (search.py --select_on test)")
     idx = idx.to(split.device)
     return TensorImageSet(split.images.index_select(0, idx), split.targets.index_select(0, idx),
                           split.mean.flatten().tolist(), split.std.flatten().tolist(), split.pad, split.flip)

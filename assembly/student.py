@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from dataset import build_dataset, set_normalization
+from dataset import build_dataset, input_family, set_normalization
 import distiller_zoo
 from distiller_zoo import POST, DistillContext
 from engine.evaluate import validate
@@ -31,7 +31,8 @@ from helper.util import set_seed
 from models import build_model
 
 from .deploy import build_for_state_dict, deploy_entry, deployed_network, read_weights
-from .options import Configuration, distiller_class, parse_configurations, student_run_name, trial_options
+from .options import Configuration, data_settings, distiller_class, parse_configurations, student_run_name, \
+    trial_options
 
 
 @dataclass
@@ -82,7 +83,7 @@ def prepare_data(configs: List[Configuration], data=None):
         if note:
             announce(note)
     if data is None:
-        data = build_dataset(opt.dataset, opt.data_root, device)
+        data = build_dataset(opt.dataset, opt.data_root, device, data_settings(opt))
     set_normalization(data, opt.data_norm)
     return device, data
 
@@ -96,14 +97,15 @@ def build_teacher(opt, data, device) -> Optional[Teacher]:
         return None
     teacher = load_teacher(opt.path_t, data.num_classes, device, model_t=opt.model_t,
                            teacher_epochs=opt.teacher_epochs, teacher_weights=opt.teacher_weights,
-                           teacher_feat_index=opt.teacher_feat_index, teacher_bn=opt.teacher_bn)
+                           teacher_feat_index=opt.teacher_feat_index, teacher_bn=opt.teacher_bn,
+                           family=input_family(opt.dataset))
     return place_model(teacher, device, opt)
 
 
 def build_student(opt, num_classes: int):
     # The re-parameterisable students are trained in their multi-branch form; convert.py fuses them.
     return build_model(opt.model_s, num_classes=num_classes, block_type=opt.blocktype, deploy=False,
-                       block_depth=opt.block_depth)
+                       block_depth=opt.block_depth, family=input_family(opt.dataset))
 
 
 def build_student_side(opt, data, device, teacher: Optional[Teacher]):
@@ -115,7 +117,7 @@ def build_student_side(opt, data, device, teacher: Optional[Teacher]):
     set_seed(opt.seed)
     student = place_model(build_student(opt, data.num_classes), device, opt)
     # RepDistiller sizes the extra modules from one dummy forward of both networks in eval mode.
-    probe = torch.randn(2, *data.train.images.shape[1:], device=device)
+    probe = torch.randn(2, *data.train.input_shape, device=device)
     student.eval()
     feat_t = None
     with torch.no_grad():
@@ -186,7 +188,7 @@ def evaluate_student(plan: StudentPlan) -> Dict[str, Any]:
         raise ValueError("--test 1 needs the student checkpoint: --path_s (or --path_t, as EMKD used it)")
     sd = read_weights(path)
     model = build_for_state_dict(opt.model_s, plan.data.num_classes, sd, block_type=opt.blocktype,
-                                 block_depth=opt.block_depth)
+                                 block_depth=opt.block_depth, family=input_family(opt.dataset))
     load_weights(model, sd, opt.model_s, source=f"student checkpoint '{path}'")
     depth = model.block_depth
     # what the run deployed: the student, or (SimKD) the student with its projector and the teacher's classifier

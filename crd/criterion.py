@@ -37,16 +37,16 @@ class CRDLoss(nn.Module):
     """Symmetric CRD loss: student anchor against the teacher bank plus teacher anchor against the student bank.
 
     Reads ``opt.s_dim, opt.t_dim, opt.feat_dim, opt.n_data, opt.nce_k, opt.nce_t, opt.nce_m`` (and the
-    ``score_path`` of :class:`ContrastMemory`). ``forward(f_s, f_t, idx, contrast_idx)``: ``idx``
+    ``score_path`` and ``bank_dtype`` of :class:`ContrastMemory`). ``forward(f_s, f_t, idx, contrast_idx)``: ``idx``
     are the batch's dataset indices (the memory rows to update), ``contrast_idx`` (B, K+1) the rows to score.
     """
 
-    def __init__(self, opt, score_path: str = "matmul"):
+    def __init__(self, opt, score_path: str = "matmul", bank_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.embed_s = Embed(opt.s_dim, opt.feat_dim)
         self.embed_t = Embed(opt.t_dim, opt.feat_dim)
         self.contrast = ContrastMemory(opt.feat_dim, opt.n_data, opt.nce_k, opt.nce_t, opt.nce_m,
-                                       score_path=score_path)
+                                       score_path=score_path, bank_dtype=bank_dtype)
         self.criterion_t = ContrastLoss(opt.n_data)
         self.criterion_s = ContrastLoss(opt.n_data)
 

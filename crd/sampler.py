@@ -5,7 +5,9 @@ DataLoader workers) with one set of tensor ops per batch, with the same distribu
 
 * column 0 is the positive: the anchor itself ('exact') or a uniformly drawn sample of its class ('relax');
 * columns 1..k are negatives drawn uniformly from the samples of the other classes, without replacement
-  within a row, unless k exceeds that number (then with replacement), per class as in RepDistiller.
+  within a row, unless k exceeds that number (then with replacement), per class as in RepDistiller; with
+  ``replace=True`` always with replacement, as the ImageNet samplers of RepDistiller and mdistiller draw (and at
+  ImageNet's size without replacement would cost a B x 1.28 M random draw and top-k per step).
 
 No per-class negative lists are stored (RepDistiller's take O(C*N) memory, about 5 GB for ImageNet): the
 samples are kept sorted by class, so the other-class samples of class c are that order with c's block cut
@@ -26,7 +28,8 @@ MODES = ("exact", "relax")
 
 
 class ContrastSampler:
-    def __init__(self, targets: torch.Tensor, k: int, mode: str = "exact", num_classes: Optional[int] = None):
+    def __init__(self, targets: torch.Tensor, k: int, mode: str = "exact", num_classes: Optional[int] = None,
+                 replace: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         targets = torch.as_tensor(targets).long().reshape(-1)
@@ -54,8 +57,10 @@ class ContrastSampler:
         # Static, so that sampling never needs a host sync to choose its branch.
         self.min_negatives = int(self.n_neg[present].min().item())
         self.max_negatives = int(self.n_neg[present].max().item())
-        self.any_replace = self.k > self.min_negatives  # some class must draw with replacement
-        self.all_replace = self.k > self.max_negatives
+        # replace: every row draws with replacement (RepDistiller's ImageFolderSample, mdistiller's ImageNet sampler)
+        self.replace = bool(replace)
+        self.any_replace = self.replace or self.k > self.min_negatives  # some class must draw with replacement
+        self.all_replace = self.replace or self.k > self.max_negatives
 
     def _draw_positions(self, n_neg: torch.Tensor, generator) -> torch.Tensor:
         """(B, k) positions in [0, n_neg[b]) for each row, RepDistiller's replacement rule."""

@@ -1,11 +1,12 @@
 """Data sets as uint8 tensors on the training device, with on-device augmentation.
 
-``build_dataset(opt, device)`` returns a :class:`DataBundle` whose ``train``/``test`` splits yield
-:class:`helper.types.Batch` objects. Large image-folder sets would use a DataLoader behind the
-same iterator; the CIFAR-sized sets here never need worker processes.
+``build_dataset(name, data_root, device, settings)`` returns a :class:`DataBundle` whose ``train``/``test`` splits
+yield :class:`helper.types.Batch` objects. The CIFAR-sized sets live on the device and never need worker processes;
+the ImageNet-style folder sets (``dataset/folder.py``) read through a DataLoader behind the same iterator.
 """
 from .core import DataBundle, TensorImageSet, build_dataset  # noqa: F401
 from .normalization import NORMALIZATIONS, set_normalization  # noqa: F401
-from .registry import DATASETS, available_datasets, register_dataset  # noqa: F401
+from .registry import DATASETS, available_datasets, dataset_recipe, input_family, recipe_name, register_dataset  # noqa: F401,E501
 # the data sets register themselves on import
-from . import cifar, digits  # noqa: F401,E402
+from . import cifar, digits, folder  # noqa: F401,E402
+from .folder import FolderSettings  # noqa: F401,E402

@@ -11,7 +11,7 @@ from helper.distributed import shard_bounds
 from helper.types import Batch
 
 from .randaugment import rand_augment
-from .registry import DATASETS
+from .registry import BUNDLE_LOADERS, DATASETS
 
 # a second stream of draws per (seed, epoch), for the strong view: asking for it leaves the first stream's batches
 # (order, crops, flips) exactly as they are without it, so side-by-side runs with and without MLKD see the same ones
@@ -76,6 +76,11 @@ class TensorImageSet:
     def device(self) -> torch.device:
         return self.images.device
 
+    @property
+    def input_shape(self):
+        """(C, H, W) of one network input."""
+        return tuple(self.images.shape[1:])
+
     def to(self, device) -> "TensorImageSet":
         return TensorImageSet(self.images.to(device), self.targets.to(device), self.mean.flatten().tolist(),
                               self.std.flatten().tolist(), self.pad, self.flip)
@@ -90,7 +95,7 @@ class TensorImageSet:
 
     def train_batches(self, batch_size: int, seed: int, epoch: int, augment: bool = True,
                       drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                      strong_view: bool = False) -> Iterator[Batch]:
+                      strong_view: bool = False, start: int = 0) -> Iterator[Batch]:
         """A seeded shuffle of the split for ``epoch``, augmented on the device.
 
         With ``world_size`` K > 1 the global batch is ``K * batch_size`` images and this process gets rows
@@ -101,13 +106,16 @@ class TensorImageSet:
         ``strong_view``: each batch also carries ``x_strong``, the same images with their own crop and flip and
         then RandAugment + Cutout (:func:`dataset.randaugment.rand_augment`, MLKD's strong view), drawn from a
         second generator of (seed, epoch).
+
+        ``start``: the number of the epoch's samples already trained (a run resumed within the epoch); the batches
+        before it are drawn but not yielded, so the rest are exactly those of the uninterrupted epoch.
         """
         g = epoch_generator(seed, epoch, self.device)
         g_strong = epoch_generator(seed, epoch, self.device, STRONG_VIEW_STREAM) if strong_view else None
         perm = torch.randperm(len(self), generator=g, device=self.device)
         step = batch_size * world_size
-        for start in range(0, len(self), step):
-            idx = perm[start:start + step]
+        for begin in range(0, len(self), step):
+            idx = perm[begin:begin + step]
             n = idx.numel()
             if (drop_last and n < step) or n < world_size:
                 break
@@ -117,6 +125,8 @@ class TensorImageSet:
                 strong = rand_augment(random_crop_flip(x, self.pad, self.flip, g_strong), g_strong)
             if augment:
                 x = random_crop_flip(x, self.pad, self.flip, g)
+            if begin < start:
+                continue  # trained before the resume; its draws above keep the generators where they were
             y = self.targets.index_select(0, idx)
             if world_size == 1:
                 yield Batch(self.normalize(x), y, idx, x_strong=None if strong is None else self.normalize(strong))
@@ -142,11 +152,16 @@ class DataBundle:
     num_classes: int
 
 
-def build_dataset(name: str, data_root: str = "./data", device: Optional[torch.device] = None) -> DataBundle:
+def build_dataset(name: str, data_root: str = "./data", device: Optional[torch.device] = None,
+                  settings=None) -> DataBundle:
+    """The data set ``name`` on ``device``; ``settings`` (a ``dataset.folder.FolderSettings``; None: its defaults)
+    says how a folder data set is read and is not used by the in-memory ones."""
     if name not in DATASETS:
         raise ValueError(f"unknown --dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
-    spec = DATASETS[name](data_root)
     device = torch.device(device or "cpu")
+    if name in BUNDLE_LOADERS:
+        return DATASETS[name](data_root, device, settings)
+    spec = DATASETS[name](data_root)
     train = TensorImageSet(spec["train_x"].to(device), spec["train_y"].to(device), spec["mean"], spec["std"],
                            pad=4, flip=spec.get("flip", True))
     test = TensorImageSet(spec["test_x"].to(device), spec["test_y"].to(device), spec["mean"], spec["std"],

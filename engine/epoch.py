@@ -1,7 +1,7 @@
 """One training epoch of one or several students on the same batches, and its per-epoch numbers."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -58,11 +58,31 @@ class EpochMeter:
         for k, v in terms.items():
             self.terms[k] = self.terms.get(k, self.zero) + v.detach().float() * bs
 
-    def result(self) -> Dict[str, float]:
+    def flat(self):
+        """The term names and one tensor of every sum: loss, top-1, top-5, the terms, non-finite steps, samples."""
         keys = list(self.terms)
-        flat = torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
-                           + [self.terms[k] for k in keys]
-                           + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
+        return keys, torch.stack([self.sums["loss"], self.sums["top1"].float(), self.sums["top5"].float()]
+                                 + [self.terms[k] for k in keys]
+                                 + [self.nonfinite.float(), torch.tensor(float(self.seen), device=self.zero.device)])
+
+    def partial_sums(self) -> Dict[str, torch.Tensor]:
+        """Every process's sums so far, added up (one collective): what a checkpoint within the epoch keeps, so
+        that the resumed epoch reports the numbers of the whole epoch."""
+        keys, flat = self.flat()
+        return {"keys": keys, "values": all_reduce_sum(flat)}
+
+    def restore(self, saved: Optional[Dict]) -> None:
+        """Continue from :meth:`partial_sums` of a checkpoint (process 0 holds them, the others start at zero)."""
+        if not saved or not current_env().is_main:
+            return
+        values = saved["values"].to(self.zero.device)
+        self.sums = {"loss": values[0].clone(), "top1": values[1].clone(), "top5": values[2].clone()}
+        self.terms = {k: values[3 + i].clone() for i, k in enumerate(saved["keys"])}
+        self.nonfinite = values[-2].clone()
+        self.seen = int(round(float(values[-1])))
+
+    def result(self) -> Dict[str, float]:
+        keys, flat = self.flat()
         flat = all_reduce_sum(flat)  # all processes' samples (identity in one process)
         values = flat.tolist()
         seen = values[-1]
@@ -74,10 +94,15 @@ class EpochMeter:
 
 
 def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: torch.device,
-                         teacher: Optional[nn.Module] = None) -> List[Dict[str, float]]:
+                         teacher: Optional[nn.Module] = None, start: int = 0,
+                         on_step: Optional[Callable[[int, int, List[EpochMeter]], None]] = None
+                         ) -> List[Dict[str, float]]:
     """One pass over the shuffled training split for every run, on the same batches.
 
     The teacher runs once per batch, for all students; each student steps inside its own RNG stream.
+    ``start``: the epoch's samples trained before a resume (the runs' ``epoch_meter`` holds their sums);
+    ``on_step(step, samples, meters)`` is called after every step (``--save_steps`` checkpoints), with the step's
+    number within the epoch and the epoch's samples trained so far.
     """
     env = current_env()
     teacher = Teacher.of(teacher)
@@ -91,7 +116,13 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
     mark_step = uses_cuda_graphs(opt, device)
     bar = progress(data.num_batches(opt.batch_size, world_size=env.world_size), f"epoch {epoch}")
     batches = data.train_batches(opt.batch_size, opt.data_seed, epoch, rank=env.rank, world_size=env.world_size,
-                                 strong_view=any(r.distiller.strong_view for r in runs))
+                                 strong_view=any(r.distiller.strong_view for r in runs), start=start)
+    step, samples = start // (opt.batch_size * env.world_size), start
+    if start:
+        for r, meter in zip(runs, meters):
+            meter.restore(r.epoch_meter)
+        if bar is not None:
+            bar.update(step)
     for batch in batches:
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()
@@ -103,6 +134,10 @@ def train_runs_one_epoch(epoch: int, data, runs: List[StudentRun], opt, device: 
             # counts steps only: showing the running loss would read it to the host (a sync per update); the
             # epoch's console line reports it
             bar.update(1)
+        if on_step is not None:
+            step += 1
+            samples += batch.y.shape[0] if batch.global_y is None else batch.global_y.shape[0]
+            on_step(step, samples, meters)
     if bar is not None:
         bar.close()
     out = []

@@ -100,6 +100,10 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         load_optimizer_state(run.optimizer, state["optimizer"])
         check_resumed_schedule(state, run.opt, path)
         run.start_epoch = int(state["epoch"]) + 1
+        run.start_samples = int(state.get("epoch_samples", 0))
+        if run.start_samples:
+            check_step_resume(path, state, run.opt, env.world_size)
+            run.epoch_meter = state.get("epoch_meter")
         run.best_acc = float(state.get("best_acc", 0.0))
         run.rng.restore(state.get("rng"))
         run.teacher_state = state.get("teacher")
@@ -111,7 +115,10 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         run.own_logger = True
         run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
                       else NullLogger())
-    if path is not None:
+    if path is not None and run.start_samples:
+        run.logger.print(f"{run.label}resumed within epoch {run.start_epoch}, after {run.start_samples} of its "
+                         f"samples (best acc {run.best_acc:.2f})")
+    elif path is not None:
         run.logger.print(f"{run.label}resumed from epoch {run.start_epoch - 1} (best acc {run.best_acc:.2f})")
     elif teacher is not None:
         with run.rng.active():
@@ -126,6 +133,37 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         run.step = step
     else:
         run.step = wrap_ddp(step, device) if env.enabled else step
+
+
+def check_step_resume(path: str, state: Dict[str, Any], opt, world_size: int) -> None:
+    """A checkpoint written within an epoch continues that epoch's batches: the global batch must be the one it was
+    written with (the number of processes may differ when the per-process batch makes up for it)."""
+    written = int(state.get("global_batch", 0))
+    now = opt.batch_size * world_size
+    if written != now:
+        raise ValueError(f"'{path}' was written within epoch {int(state['epoch']) + 1} with a global batch of "
+                         f"{written}; resume it with the same global batch (now {opt.batch_size} x {world_size} "
+                         f"process{'es' if world_size > 1 else ''} = {now}), e.g. --global_batch_size {written}")
+
+
+def save_within_epoch(run: StudentRun, epoch: int, samples: int, meter, teacher: Optional[nn.Module],
+                      writer: CheckpointWriter) -> None:
+    """``<model>_last.pth`` after ``samples`` samples of ``epoch`` (--save_steps): what the end-of-epoch checkpoint
+    holds, with the epoch still to finish (``epoch`` is the last finished one, ``epoch_samples`` those trained of the
+    next) and the epoch's sums so far. Every process takes part (the sums are added up); process 0 writes. After a
+    non-finite loss or with non-finite weights nothing is written: the epoch's end stops the run (TrainingDiverged)
+    and the last good checkpoint stays the one to resume."""
+    sums = meter.partial_sums()
+    if not current_env().is_main or float(sums["values"][-2]) > 0 or not finite_weights(run.student):
+        return
+    opt, name = run.opt, run.model_name
+    full = {"epoch": epoch - 1, "epoch_samples": samples, "global_batch": opt.batch_size * current_env().world_size,
+            "epoch_meter": sums, "model": run.student.state_dict(), "accuracy": run.result.get("last_acc", 0.0),
+            "best_acc": run.best_acc, "optimizer": run.optimizer.state_dict(), "distiller": run.distiller.state_dict(),
+            "opt": options_dict(opt, **run.facts), "rng": run.rng.snapshot()}
+    if teacher is not None and teacher.stateful:
+        full["teacher"] = teacher.state_dict()
+    writer.save(full, os.path.join(run.run_dir, f"{name}_last.pth"))
 
 
 def broadcast_parameters(module: nn.Module, src: int = 0) -> None:
@@ -193,10 +231,15 @@ def finish_epoch(run: StudentRun, epoch: int, lr: float, train: Dict[str, float]
     writer.save(full, paths, None if keep_periodic else lambda: remove_periodic_checkpoints(run.run_dir, epoch))
 
 
+def finite_weights(student: nn.Module) -> bool:
+    """Whether every floating-point tensor of the student is finite (one host sync for all of them)."""
+    tensors = [t for t in student.state_dict().values() if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def check_finite_weights(run: StudentRun, epoch: int, lr: float) -> None:
     """Refuse to validate or save weights that are nan/inf (one host sync for all tensors of the student)."""
-    tensors = [t for t in run.student.state_dict().values() if t.is_floating_point()]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+    if not finite_weights(run.student):
         raise TrainingDiverged(f"{run.label}epoch {epoch}: non-finite weights; stopped before validating or saving "
                                f"them, {kept_checkpoint(run, epoch)}; try {retry_hint(run.opt, run.distiller, lr)}")
 
@@ -239,12 +282,24 @@ def warn_unused_milestones(opt, quiet: bool) -> None:
 def train_epochs(runs: List[StudentRun], opt, data, device: torch.device, teacher: Optional[nn.Module],
                  writer: CheckpointWriter) -> None:
     """The epochs of :func:`fit_runs`: train every active run, then validate and checkpoint each."""
-    for epoch in range(min(r.start_epoch for r in runs), opt.epochs + 1):
+    first = min(r.start_epoch for r in runs)
+    starts = {r.start_samples for r in runs if r.start_epoch == first}
+    if len(starts) > 1:
+        raise ValueError(f"the runs resume epoch {first} at different steps ({', '.join(map(str, sorted(starts)))} "
+                         "samples trained); resume them one at a time")
+    for epoch in range(first, opt.epochs + 1):
         record_epoch(epoch)
         active = [r for r in runs if r.start_epoch <= epoch]
         lrs = [adjust_learning_rate(epoch, r.opt, r.optimizer, base_lr=r.base_lr) for r in active]
         t0 = time.time()
-        trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher)
+        start = starts.pop() if epoch == first else 0
+        on_step = None
+        if opt.save_steps > 0:
+            def on_step(step, samples, meters, epoch=epoch, active=active):
+                if step % opt.save_steps == 0:
+                    for run, meter in zip(active, meters):
+                        save_within_epoch(run, epoch, samples, meter, teacher, writer)
+        trains = train_runs_one_epoch(epoch, data.train, active, opt, device, teacher, start=start, on_step=on_step)
         t_train = time.time() - t0
         diverged = []
         for run, lr, train in zip(active, lrs, trains):

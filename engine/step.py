@@ -148,6 +148,10 @@ class StudentRun:
     base_lr: float = 0.0
     facts: Dict[str, Any] = field(default_factory=dict)  # saved next to the options (teacher name, world size)
     teacher_state: Optional[Dict[str, torch.Tensor]] = None  # a stateful teacher's state from the resumed checkpoint
+    # a checkpoint written within an epoch (--save_steps): the samples of epoch start_epoch already trained, and the
+    # epoch's sums over them (engine.epoch.EpochMeter.partial_sums)
+    start_samples: int = 0
+    epoch_meter: Optional[Dict[str, Any]] = None
     finished: bool = False  # its checkpoint had already reached --epochs: skipped, nothing in its folder written
     result: Dict[str, float] = field(default_factory=dict)
 

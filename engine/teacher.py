@@ -27,6 +27,7 @@ continues with the running statistics the teacher had reached, as an uninterrupt
 from __future__ import annotations
 
 import os
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,7 @@ import torch.nn as nn
 
 from helper.checkpoint import load_checkpoint, load_weights, snapshot_paths
 from helper.option import Option
-from models import build_model, model_dict
+from models import CIFAR, build_model, models_of
 from models.features import FeatureMaps
 
 BN_MODES = ("eval", "train", "train_always")
@@ -215,44 +216,83 @@ def check_teacher_file(path: str) -> None:
     raise IsADirectoryError(f"--path_t '{path}' is a folder; {files}")
 
 
-def arch_from_folder(folder: str) -> Optional[str]:
+def arch_from_folder(folder: str, family: str = CIFAR) -> Optional[str]:
     """The longest ``_``-separated prefix of a folder name that is a model name, or None."""
+    names = models_of(family)
     segments = folder.split("_")
     for n in range(len(segments), 0, -1):
-        if "_".join(segments[:n]) in model_dict:
+        if "_".join(segments[:n]) in names:
             return "_".join(segments[:n])
     return None
 
 
-def arch_from_path(path_t: Optional[str], model_t: Optional[str]) -> Optional[str]:
+# ``--path_t torchvision``: torchvision's published ImageNet weights through its weights API and cache
+TORCHVISION = "torchvision"
+# torchvision's weight file names, e.g. resnet34-333f7ec4.pth (the v1 file mdistiller loads) or resnet34-b627a593.pth
+_TORCHVISION_FILE = re.compile(r"^resnet(\d+)-[0-9a-f]{8}\.pth$")
+
+
+def arch_from_file_name(path: str, family: str = CIFAR) -> Optional[str]:
+    """The ImageNet ResNet a torchvision weight file name names (``resnet34-333f7ec4.pth`` -> ResNet34), or None."""
+    match = _TORCHVISION_FILE.match(os.path.basename(path))
+    if match is None or family == CIFAR:
+        return None
+    name = f"ResNet{match.group(1)}"
+    return name if name in models_of(family) else None
+
+
+def arch_from_path(path_t: Optional[str], model_t: Optional[str], family: str = CIFAR) -> Optional[str]:
     """The (first) teacher's architecture as the command line names it, without reading any file: ``--model_t``,
-    else the folder name of ``--path_t`` (the folder itself for --teacher_epochs); None when neither tells."""
+    else the folder name of ``--path_t`` (the folder itself for --teacher_epochs), else a torchvision weight file's
+    name; None when none tells."""
     if model_t:
         return split_list(model_t)[0]
     paths = split_list(path_t)
-    if not paths:
+    if not paths or paths[0] == TORCHVISION:
         return None
     path = os.path.abspath(paths[0])
-    return arch_from_folder(os.path.basename(path if os.path.isdir(path) else os.path.dirname(path)))
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    return arch_from_folder(os.path.basename(folder), family) or arch_from_file_name(path, family)
 
 
-def teacher_name_from_path(path: str) -> str:
+def teacher_name_from_path(path: str, family: str = CIFAR) -> str:
     """The architecture named by a checkpoint's folder: the longest ``_``-separated prefix of the folder name
-    that is a model name.
+    that is a model name; for an ImageNet data set also a torchvision weight file's name (``resnet34-333f7ec4.pth``).
 
     RepDistiller took the first token (three for ``wrn_40_2``); the longest prefix gives the same for its
     names (``resnet32x4_vanilla`` -> resnet32x4, ``wrn_40_2_vanilla`` -> wrn_40_2) and also tells
     ``mobilenetv2_075_cifar100_...`` (mobilenetv2_075) from ``mobilenetv2``.
     """
+    if path == TORCHVISION:
+        raise ValueError("--path_t torchvision needs --model_t, the architecture whose torchvision weights to take "
+                         "(e.g. ResNet34)")
     check_teacher_file(path)
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    name = arch_from_folder(folder)
+    name = arch_from_folder(folder, family) or arch_from_file_name(path, family)
     if name is not None:
         return name
     segments = folder.split("_")
     parsed = "_".join(segments[:3]) if segments[0] in ("wrn", "mywrn") else segments[0]
     raise ValueError(f"cannot tell the teacher architecture from the folder name '{folder}' "
-                     f"(parsed '{parsed}'); pass --model_t with one of: {', '.join(sorted(model_dict))}")
+                     f"(parsed '{parsed}'); pass --model_t with one of: {', '.join(sorted(models_of(family)))}")
+
+
+def torchvision_weights(arch: str):
+    """torchvision's IMAGENET1K_V1 weights of ``arch`` (the teachers of the published ImageNet KD results), from its
+    cache or downloaded by its weights API; one-line errors where there are none or no network."""
+    names = {"ResNet18": "ResNet18_Weights", "ResNet34": "ResNet34_Weights", "ResNet50": "ResNet50_Weights",
+             "ResNet101": "ResNet101_Weights"}
+    if arch not in names:
+        raise ValueError(f"--path_t torchvision: torchvision publishes no weights for '{arch}' (it has "
+                         f"{', '.join(names)}); give a checkpoint file")
+    import torchvision
+
+    weights = torchvision.models.get_weight(f"{names[arch]}.IMAGENET1K_V1")
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as exc:  # noqa: BLE001 - offline, a proxy, a full disk: the same advice
+        raise ValueError(f"--path_t torchvision: could not fetch {weights.url} ({type(exc).__name__}); download it "
+                         f"where a network exists and pass the file as --path_t") from None
 
 
 def resolve_teacher_paths(path_t, teacher_epochs=None) -> List[str]:
@@ -289,9 +329,10 @@ def resolve_teacher_paths(path_t, teacher_epochs=None) -> List[str]:
     return out
 
 
-def load_network(path: str, state, arch: str, num_classes: int, device) -> Tuple[nn.Module, Optional[int]]:
+def load_network(path: str, state, arch: str, num_classes: int, device,
+                 family: str = CIFAR) -> Tuple[nn.Module, Optional[int]]:
     """A frozen, eval-mode network of ``arch`` with the checkpoint's weights, and the checkpoint's epoch."""
-    model = build_model(arch, num_classes=num_classes)
+    model = build_model(arch, num_classes=num_classes, family=family)
     load_weights(model, state, arch, source=f"teacher checkpoint '{path}'")
     model.to(device).eval()
     for p in model.parameters():
@@ -301,23 +342,26 @@ def load_network(path: str, state, arch: str, num_classes: int, device) -> Tuple
 
 
 def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None, teacher_epochs=None,
-                 teacher_weights=None, teacher_feat_index: int = 0, teacher_bn: str = "eval") -> Teacher:
+                 teacher_weights=None, teacher_feat_index: int = 0, teacher_bn: str = "eval",
+                 family: str = CIFAR) -> Teacher:
     """The teacher of ``--path_t`` / ``--teacher_epochs`` / ``--model_t`` and the CheckpointKD teacher options.
 
     ``--model_t`` may be one name for all checkpoints or a comma-separated name per checkpoint; left out, each
-    is read from its folder's name (:func:`teacher_name_from_path`).
+    is read from its folder's name (:func:`teacher_name_from_path`). ``family``: the data set's model family
+    (``imagenet``: torchvision's ResNets); ``--path_t torchvision`` takes torchvision's published weights.
     """
     paths = resolve_teacher_paths(path_t, teacher_epochs)
     archs = split_list(model_t)
     if len(archs) > 1 and len(archs) != len(paths):
         raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
+    names = [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) for i in range(len(paths))]
     # read first: an empty, truncated or foreign file is the problem to report, not its folder's name
-    states = [load_checkpoint(p) for p in paths]
-    names = [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) or teacher_name_from_path(p)
-             for i, p in enumerate(paths)]
+    states = [torchvision_weights(teacher_name_from_path(p) if n is None else n) if p == TORCHVISION
+              else load_checkpoint(p) for p, n in zip(paths, names)]
+    names = [n or teacher_name_from_path(p, family) for p, n in zip(paths, names)]
     members, epochs = [], []
     for path, state, arch in zip(paths, states, names):
-        model, epoch = load_network(path, state, arch, num_classes, device)
+        model, epoch = load_network(path, state, arch, num_classes, device, family)
         members.append(model)
         epochs.append(epoch)
     tag = teacher_tag(names, epochs, len(paths), bool(split_list(teacher_epochs)), teacher_bn)

@@ -201,14 +201,18 @@ def peek_checkpoint(path: str) -> Any:
 
 
 def latest_checkpoint(run_dir: str, model_name: str) -> Optional[str]:
-    """The resumable checkpoint of ``run_dir`` with the highest epoch (``<model>_last.pth`` or periodic)."""
-    best_path, best_epoch = None, -1
+    """The resumable checkpoint of ``run_dir`` furthest on (``<model>_last.pth`` or periodic): the highest epoch, and
+    of equal epochs the one written furthest into the next (``epoch_samples``, --save_steps)."""
+    best_path, best = None, (-1, -1)
     candidates = glob.glob(os.path.join(run_dir, "ckpt_epoch_*.pth"))
     last = os.path.join(run_dir, f"{model_name}_last.pth")
     if os.path.isfile(last):
         candidates.append(last)
     for path in candidates:
         state = peek_checkpoint(path)
-        if isinstance(state, dict) and "optimizer" in state and int(state.get("epoch", -1)) > best_epoch:
-            best_path, best_epoch = path, int(state["epoch"])
+        if not isinstance(state, dict) or "optimizer" not in state:
+            continue
+        where = (int(state.get("epoch", -1)), int(state.get("epoch_samples", 0)))
+        if where > best:
+            best_path, best = path, where
     return best_path

@@ -73,6 +73,12 @@ def _read_torchrun_env() -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank)
 
 
+def launch_world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun), read from the environment before any process
+    group exists (the options resolve a global batch with it)."""
+    return _read_torchrun_env().world_size
+
+
 def init_distributed(device_name: str) -> Tuple[DistEnv, torch.device]:
     """Join the process group described by torchrun's environment, or run as a single process."""
     env = _read_torchrun_env()

@@ -16,15 +16,17 @@ from __future__ import annotations
 from . import resnet, resnetv2, wrn, vgg, mobilenetv2, ShuffleNetv1, ShuffleNetv2  # noqa: F401
 from . import represnet, repvgg, repmobilenetv2, myresnet, mywrn  # noqa: F401
 from . import multi_resnet, mobilenetv2_widths, resnet_a  # noqa: F401
+from . import imagenet  # noqa: F401  (the ImageNet family, models.registry.imagenet_model_dict)
 from .extra import EXTRA_MODELS  # noqa: F401
 from .features import FeatureMaps
 from .mobilenetv2_widths import MOBILENETV2_WIDTH_MODELS  # noqa: F401
 from .multi_resnet import BYOT_MODELS  # noqa: F401
 from .resnet_a import RESNET_A_MODELS  # noqa: F401
-from .registry import ARCH_OPTIONS, accepts, arch_options, build_model, model_dict, register_model
+from .registry import ARCH_OPTIONS, CIFAR, IMAGENET, accepts, arch_options, build_model, family_of, \
+    imagenet_model_dict, model_dict, models_of, register_model
 
 # The name this package exported before the registry declared the options.
 OPTIONAL_ARCH_KWARGS = ARCH_OPTIONS
 
-__all__ = ["model_dict", "build_model", "register_model", "arch_options", "accepts", "ARCH_OPTIONS",
-           "OPTIONAL_ARCH_KWARGS", "FeatureMaps"]
+__all__ = ["model_dict", "imagenet_model_dict", "models_of", "family_of", "CIFAR", "IMAGENET", "build_model",
+           "register_model", "arch_options", "accepts", "ARCH_OPTIONS", "OPTIONAL_ARCH_KWARGS", "FeatureMaps"]

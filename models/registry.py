@@ -5,6 +5,12 @@ keeps working, and ``model_dict.update(...)`` still adds a family by hand). What
 architecture keywords its family understands, is declared at registration instead of being read off the
 constructor's signature, so wrappers and ``**kwargs`` constructors are described correctly.
 
+Two families share the names' space: ``model_dict`` holds RepDistiller's CIFAR models (32x32 inputs) and
+``imagenet_model_dict`` the ImageNet ones (torchvision's ResNets, mdistiller's MobileNetV1). The data set says
+which family its names mean (``dataset.registry``: ``input_family``): with an ImageNet-style data set a name of the
+ImageNet family means that model (``ResNet50`` is then torchvision's, not RepDistiller's CIFAR one) and every other
+name the CIFAR model as before, so no CIFAR name or checkpoint key changes meaning.
+
 This module imports nothing from the model files, so every model file can import it.
 """
 from __future__ import annotations
@@ -19,10 +25,16 @@ ARCH_OPTIONS = ("block_type", "deploy", "block_depth")
 
 model_dict: Dict[str, Callable[..., nn.Module]] = {}
 _arch_options: Dict[str, Tuple[str, ...]] = {}
+# the ImageNet family (224x224 inputs); it declares no architecture keywords
+imagenet_model_dict: Dict[str, Callable[..., nn.Module]] = {}
+
+CIFAR, IMAGENET = "cifar", "imagenet"
+FAMILIES = (CIFAR, IMAGENET)
 
 
-def register_model(name: str, *, arch_options: Iterable[str] = ()):
-    """Decorator: ``model_dict[name] = ctor``, with the architecture keywords (among ``ARCH_OPTIONS``) it takes.
+def register_model(name: str, *, arch_options: Iterable[str] = (), family: str = CIFAR):
+    """Decorator: ``model_dict[name] = ctor``, with the architecture keywords (among ``ARCH_OPTIONS``) it takes;
+    ``family="imagenet"`` registers into ``imagenet_model_dict`` instead.
 
     Registering the same constructor twice is a no-op; another constructor under a taken name is a
     ``ValueError`` (two files silently shadowing each other would change what a checkpoint name builds).
@@ -32,6 +44,12 @@ def register_model(name: str, *, arch_options: Iterable[str] = ()):
     if unknown:
         raise ValueError(f"register_model({name!r}): unknown arch option(s) {unknown}; "
                          f"valid: {', '.join(ARCH_OPTIONS)}")
+    if family not in FAMILIES:
+        raise ValueError(f"register_model({name!r}): unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    if family == IMAGENET:
+        if options:
+            raise ValueError(f"register_model({name!r}): the ImageNet family takes no arch options")
+        return _register_imagenet(name)
 
     def decorate(ctor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         existing = model_dict.get(name)
@@ -45,8 +63,36 @@ def register_model(name: str, *, arch_options: Iterable[str] = ()):
     return decorate
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(model_dict))}")
+def _register_imagenet(name: str):
+    def decorate(ctor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        existing = imagenet_model_dict.get(name)
+        if existing is not None and existing is not ctor:
+            raise ValueError(f"ImageNet model name {name!r} is already registered")
+        imagenet_model_dict[name] = ctor
+        return ctor
+
+    return decorate
+
+
+def models_of(family: str = CIFAR) -> Dict[str, Callable[..., nn.Module]]:
+    """Every name a data set of ``family`` can build: the CIFAR models, and for ``imagenet`` its own names on top
+    (taking the place of a CIFAR model of the same name)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
+    return model_dict if family == CIFAR else {**model_dict, **imagenet_model_dict}
+
+
+def family_of(name: str, family: str = CIFAR) -> str:
+    """Which family ``name`` builds from under a data set of ``family``."""
+    return IMAGENET if family == IMAGENET and name in imagenet_model_dict else CIFAR
+
+
+def _unknown(name: str, family: str = CIFAR) -> ValueError:
+    names = ", ".join(sorted(models_of(family)))
+    if family == CIFAR and name in imagenet_model_dict:
+        return ValueError(f"model {name!r} is an ImageNet model; it needs --dataset imagenet or tiny_imagenet "
+                          f"(CIFAR names: {names})")
+    return ValueError(f"unknown model {name!r}; valid names: {names}")
 
 
 def arch_options(name: str) -> Tuple[str, ...]:
@@ -84,12 +130,19 @@ def models_defined_in(module_name: str) -> Dict[str, Callable[..., nn.Module]]:
     return {n: c for n, c in model_dict.items() if getattr(c, "__module__", None) == module_name}
 
 
-def build_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
-    """Instantiate ``model_dict[name]``; an unknown name is a ``ValueError`` naming the options.
+def build_model(name: str, num_classes: int = 100, family: str = CIFAR, **kwargs) -> nn.Module:
+    """Instantiate ``model_dict[name]`` (with ``family="imagenet"``: the ImageNet model of that name where there is
+    one); an unknown name is a ``ValueError`` naming the options.
 
     ``block_type``, ``deploy`` and ``block_depth`` reach only families that declare them and are dropped
     when None; every other keyword is passed through unchanged.
     """
+    if family_of(name, family) == IMAGENET:
+        for key in ARCH_OPTIONS:
+            kwargs.pop(key, None)
+        return imagenet_model_dict[name](num_classes=num_classes, **kwargs)
+    if name not in model_dict:
+        raise _unknown(name, family)
     declared = arch_options(name)
     for key in ARCH_OPTIONS:
         if key in kwargs and (kwargs[key] is None or key not in declared):
@@ -97,5 +150,6 @@ def build_model(name: str, num_classes: int = 100, **kwargs) -> nn.Module:
     return model_dict[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["ARCH_OPTIONS", "model_dict", "register_model", "arch_options", "accepts", "names_with_option",
-           "models_defined_in", "build_model"]
+__all__ = ["ARCH_OPTIONS", "model_dict", "imagenet_model_dict", "register_model", "arch_options", "accepts",
+           "names_with_option", "models_defined_in", "build_model", "models_of", "family_of", "FAMILIES", "CIFAR",
+           "IMAGENET"]

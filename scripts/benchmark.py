@@ -36,6 +36,16 @@ time of a step of all N, divided by N), and ``benchmark.json`` gives its gain ov
 Every timed step has a full batch. The projected time of the full recipe is
 ``240 * ceil(50000 / batch_size) * ms/step`` (CIFAR-100's 50,000 training images; training steps only, no
 evaluation). Writes ``--out`` (markdown table) and ``benchmark.json`` next to it.
+
+``--dataset imagenet`` measures the ImageNet path instead (defaults ResNet34 -> ResNet18, ``--methods kd``, crop
+224): images/s of each data pipeline alone (``dataloader``: ``--num_workers`` workers decoding JPEG files with PIL,
+uint8 crops copied to the device and normalised there; ``dali`` where CUDA and NVIDIA DALI are there), of the training
+step alone (one batch of device tensors, reused) and of the step fed by each pipeline, so the data path's share of a
+step is visible. The images are an ImageFolder under ``--data_root`` (``train/``), else ``--synthetic_n`` random-pixel
+JPEG files of ``--synthetic_size`` pixels written to a temporary folder (noise compresses badly: larger files and
+slower decoding than photographs). ``--projection`` epochs of ImageNet's 1,281,167 training images give the hours.
+
+    python scripts/benchmark.py --dataset imagenet --device cuda --batch_size 256 --num_workers 16
 """
 from __future__ import annotations
 
@@ -81,10 +91,17 @@ CIFAR_TRAIN = 50000
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_t", default="resnet56", help="teacher architecture (random weights)")
-    p.add_argument("--model_s", default="resnet20", help="student architecture")
-    p.add_argument("--methods", default="teacher," + ",".join(METHODS),
-                   help="comma list of 'teacher' (plain CE on the teacher arch) and --distill methods")
+    p.add_argument("--dataset", default="cifar100", choices=["cifar100", "imagenet"],
+                   help="imagenet: the folder pipelines and the ImageNet networks (see the module docstring)")
+    p.add_argument("--model_t", default=None, help="teacher architecture (random weights; default resnet56, "
+                                                   "ResNet34 for imagenet)")
+    p.add_argument("--model_s", default=None, help="student architecture (default resnet20, ResNet18 for imagenet)")
+    p.add_argument("--methods", default=None,
+                   help="comma list of 'teacher' (plain CE on the teacher arch) and --distill methods (default "
+                        "teacher and " + ",".join(METHODS) + "; kd for imagenet)")
+    p.add_argument("--crop_size", type=int, default=224, help="imagenet: training crop")
+    p.add_argument("--synthetic_size", default="500x375", help="imagenet: width x height of the synthetic JPEGs")
+    p.add_argument("--projection", type=int, default=100, help="imagenet: epochs of the projected hours")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
@@ -103,10 +120,17 @@ def parse_args(argv=None):
                    help="also time N students per teacher forward (train_student.py --trials N) for every method: "
                         "an 'ours, N trials' row, per student")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="save/benchmark/benchmark.md",
-                   help="markdown file (.md), or a folder for benchmark.md; benchmark.json is written next to it")
+    p.add_argument("--out", default=None,
+                   help="markdown file (.md), or a folder for benchmark.md (benchmark_imagenet.md); the .json is "
+                        "written next to it (default save/benchmark/)")
     args = p.parse_args(argv)
+    imagenet = args.dataset == "imagenet"
+    args.model_t = args.model_t or ("ResNet34" if imagenet else "resnet56")
+    args.model_s = args.model_s or ("ResNet18" if imagenet else "resnet20")
+    if args.methods is None:
+        args.methods = "kd" if imagenet else "teacher," + ",".join(METHODS)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.out = args.out or os.path.join("save", "benchmark", "benchmark_imagenet.md" if imagenet else "benchmark.md")
     if not args.methods:
         p.error("--methods is empty")
     if args.warmup < 0 or args.steps < 1 or args.batch_size < 1 or args.trials < 1:
@@ -249,13 +273,13 @@ def speed_flags(args, pipeline: str) -> List[str]:
 
 
 def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, device, warmup: int, steps: int,
-               host_sync: bool = False):
+               host_sync: bool = False, count_ops: bool = True):
     """Seconds for ``steps`` toolkit steps (batch fetch included) after ``warmup`` untimed ones; every run
     (one student, or the trials) steps on each batch, with one teacher forward per batch.
 
     ``host_sync``: read the loss and top-1 on the host every step, as RepDistiller's loop does; otherwise the
     epoch meter of the training loop adds them up on the device. Returns the seconds and the eager-op counts
-    of one more (untimed) step (:func:`eager_op_counts`).
+    of one more (untimed) step (:func:`eager_op_counts`; None with ``count_ops=False``).
     """
     networks = [r.student for r in runs] + ([teacher] if teacher is not None else [])
     memory_format = torch.channels_last if use_channels_last(opt, device) else torch.contiguous_format
@@ -295,7 +319,7 @@ def time_steps(batches: Iterator[Batch], opt, runs: List[StudentRun], teacher, d
     elapsed = time.perf_counter() - t0
     if not all(torch.isfinite(loss.detach()).item() for loss, _, _ in results):
         raise RuntimeError("the benchmark step produced a non-finite loss")
-    return elapsed, eager_op_counts(one)
+    return elapsed, (eager_op_counts(one) if count_ops else None)
 
 
 def eager_op_counts(step) -> Dict[str, int]:
@@ -377,6 +401,8 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     set_seed(args.seed)
+    if args.dataset == "imagenet":
+        return imagenet_main(args, device, argv)
     data, data_note = load_data(args, device)
     print(f"benchmark on {device_name(device)}; data: {data_note}", flush=True)
     pipelines = ["ours", "dataloader"] if args.pipeline == "both" else [args.pipeline]
@@ -434,6 +460,143 @@ def main(argv=None):
     with open(md_path, "w") as f:
         f.write(table)
     json_path = os.path.join(out_dir, "benchmark.json")
+    with open(json_path, "w") as f:
+        json.dump({**header, "rows": rows}, f, indent=2)
+    print("\n" + table, flush=True)
+    print(f"wrote {md_path} and {json_path}", flush=True)
+    return {**header, "rows": rows, "markdown": md_path, "json": json_path}
+
+
+# ---------------------------------------------------------------- ImageNet (--dataset imagenet)
+
+IMAGENET_TRAIN = 1281167
+
+
+def synthetic_jpeg_folder(root: str, args) -> str:
+    """``--synthetic_n`` random-pixel JPEGs in (up to) 10 class folders (train/) and one per class (val/)."""
+    from PIL import Image
+
+    width, height = (int(v) for v in args.synthetic_size.lower().split("x"))
+    rng = np.random.default_rng(args.seed)
+    classes = min(10, args.synthetic_n)
+    for split, n in (("train", args.synthetic_n), ("val", classes)):
+        for i in range(n):
+            folder = os.path.join(root, split, f"class{i % classes:02d}")
+            os.makedirs(folder, exist_ok=True)
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{i:06d}.JPEG"), quality=90)
+    return root
+
+
+def imagenet_data(args, device, tmp: str, pipeline: str):
+    from dataset import FolderSettings
+
+    settings = FolderSettings(crop_size=args.crop_size, num_workers=args.num_workers, pipeline=pipeline)
+    if os.path.isdir(os.path.join(args.data_root, "train")):
+        return build_dataset("imagenet", args.data_root, device, settings), f"ImageFolder '{args.data_root}'"
+    root = os.path.join(tmp, "jpeg")
+    if not os.path.isdir(root):
+        synthetic_jpeg_folder(root, args)
+    note = (f"synthetic ImageFolder of {args.synthetic_n} random-pixel {args.synthetic_size} JPEG files (quality 90, "
+            f"{min(10, args.synthetic_n)} classes)")
+    return build_dataset("imagenet", root, device, settings), note
+
+
+def endless_batches(data, args) -> Iterator[Batch]:
+    for epoch in itertools.count(1):
+        yield from data.train.train_batches(args.batch_size, args.seed, epoch, drop_last=True)
+
+
+def pipeline_rate(data, args, device) -> float:
+    """Images/s of a data pipeline alone: batches decoded, augmented, on the device and normalised."""
+    batches = endless_batches(data, args)
+    for _ in range(args.warmup):
+        next(batches)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        next(batches)
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    batches.close()
+    return args.batch_size * args.steps / elapsed
+
+
+def imagenet_runs(method, args, data, device, path_t, root):
+    argv = ["--dataset", "imagenet", "--data_root", root, "--path_t", path_t, "--model_t", args.model_t,
+            "--model_s", args.model_s, "--distill", method, "--batch_size", str(args.batch_size), "--device",
+            str(device), "--seed", str(args.seed), "--nce_k", str(args.nce_k), "--crop_size", str(args.crop_size)]
+    argv += speed_flags(args, "ours")
+    config = parse_configurations(argv)[0]
+    teacher = build_teacher(config.options, data, device)
+    [run] = build_configuration_runs(config, data, device, teacher, side_by_side=False)
+    return config.options, teacher, run
+
+
+def imagenet_main(args, device, argv):
+    from models import IMAGENET
+
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory(prefix="kd_benchmark_imagenet_") as tmp:
+        pipelines = ["dataloader"]
+        from dataset.folder import dali_available
+        if device.type == "cuda" and dali_available():
+            pipelines.append("dali")
+        datasets = {}
+        for pipeline in pipelines:
+            datasets[pipeline], note = imagenet_data(args, device, tmp, pipeline)
+        data = datasets["dataloader"]
+        root = args.data_root if "ImageFolder '" in note else os.path.join(tmp, "jpeg")
+        print(f"benchmark on {device_name(device)}; data: {note}; pipelines: {', '.join(pipelines)}", flush=True)
+        for pipeline in pipelines:
+            rate = pipeline_rate(datasets[pipeline], args, device)
+            rows.append({"row": "data pipeline alone", "pipeline": pipeline, "method": "",
+                         "images_per_s": rate, "ms_per_step": args.batch_size * 1000.0 / rate})
+        path = os.path.join(tmp, f"{args.model_t}_vanilla", "ckpt_epoch_100.pth")
+        save_checkpoint({"model": build_model(args.model_t, num_classes=data.num_classes,
+                                              family=IMAGENET).state_dict()}, path)
+        for method in args.methods:
+            set_seed(args.seed)
+            opt, teacher, run = imagenet_runs(method, args, data, device, path, root)
+            g = torch.Generator().manual_seed(args.seed)
+            x = torch.randn(args.batch_size, *data.train.input_shape, generator=g).to(device)
+            y = (torch.arange(args.batch_size) % data.num_classes).to(device)
+            fixed = Batch(x, y, torch.arange(args.batch_size, device=device) % len(data.train))
+            feeds = [("training step alone", "device tensors", itertools.repeat(fixed))]
+            feeds += [("training step with data", p, endless_batches(datasets[p], args)) for p in pipelines]
+            for row_name, pipeline, batches in feeds:
+                elapsed, _ = time_steps(batches, opt, [run], teacher, device, args.warmup, args.steps,
+                                        count_ops=False)
+                ms = elapsed * 1000.0 / args.steps
+                rows.append({"row": row_name, "pipeline": pipeline, "method": method, "ms_per_step": ms,
+                             "images_per_s": args.batch_size * 1000.0 / ms})
+                print(f"{method:>6} {row_name:>24} ({pipeline}): {ms:9.2f} ms/step  "
+                      f"{args.batch_size * 1000.0 / ms:9.1f} images/s", flush=True)
+    for r in rows:
+        r["projected_hours"] = args.projection * math.ceil(IMAGENET_TRAIN / args.batch_size) * r["ms_per_step"] \
+            / 1000.0 / 3600.0
+    import torchvision
+    header = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+              "torchvision": torchvision.__version__, "dataset": "imagenet", "data": note,
+              "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "model_t": args.model_t, "model_s": args.model_s, "batch_size": args.batch_size,
+              "crop_size": args.crop_size, "num_workers": args.num_workers, "warmup": args.warmup,
+              "steps": args.steps, "projection": f"{args.projection} * ceil({IMAGENET_TRAIN} / batch_size) * ms"}
+    lines = [f"Device: {header['device_name']}; torch {header['torch']}; {args.model_t} -> {args.model_s}, batch "
+             f"{args.batch_size}, crop {args.crop_size}, {args.num_workers} workers, {args.warmup} warm-up + "
+             f"{args.steps} timed batches; data: {note}.", "", f"Command: `{header['command']}`", "",
+             f"| row | method | pipeline | ms/batch | images/s | projected {args.projection} epochs (h) |",
+             "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['method']} | {r['pipeline']} | {r['ms_per_step']:.1f} | "
+                     f"{r['images_per_s']:.1f} | {r['projected_hours']:.1f} |")
+    table = "\n".join(lines) + "\n"
+    md_path = args.out if args.out.endswith(".md") else os.path.join(args.out, "benchmark_imagenet.md")
+    out_dir = os.path.dirname(os.path.abspath(md_path))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(md_path, "w") as f:
+        f.write(table)
+    json_path = os.path.join(out_dir, "benchmark_imagenet.json")
     with open(json_path, "w") as f:
         json.dump({**header, "rows": rows}, f, indent=2)
     print("\n" + table, flush=True)

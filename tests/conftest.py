@@ -73,3 +73,43 @@ def common_args(data_root, save_dir, epochs=1):
 def cpu_args(data_root, save_dir, epochs=1, batch_size=16):
     return ["--dataset", "cifar100", "--data_root", data_root, "--save_dir", str(save_dir), "--epochs", str(epochs),
             "--batch_size", str(batch_size), "--device", "cpu"]
+
+
+def write_jpeg_folder(split_dir, n_classes, per_class, size, seed, layout="imagefolder"):
+    """Real JPEG files, a class-dependent colour plus noise, in class sub-folders (``layout="tiny"``: Tiny-ImageNet's
+    ``<wnid>/images/``); sizes vary a little so that crops and resizes see non-square images."""
+    import os
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = (np.arange(n_classes)[:, None] * np.array([67, 131, 29])[None, :]) % 200
+    for c in range(n_classes):
+        folder = os.path.join(split_dir, f"n{c:08d}", "images" if layout == "tiny" else "")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            h, w = size + int(rng.integers(0, 9)), size + int(rng.integers(0, 9))
+            pixels = (base[c][None, None, :] + rng.integers(0, 56, (h, w, 3))).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"img_{c}_{i}.JPEG"), quality=90)
+
+
+def write_imagenet_folder(root, n_classes=3, train_per_class=4, val_per_class=2, size=40, seed=0):
+    """ImageNet in torchvision's ImageFolder layout (root/train, root/val) with small real JPEG files."""
+    import os
+
+    write_jpeg_folder(os.path.join(str(root), "train"), n_classes, train_per_class, size, seed)
+    write_jpeg_folder(os.path.join(str(root), "val"), n_classes, val_per_class, size, seed + 1)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def jpeg_imagenet(tmp_path_factory):
+    """A 3-class ImageFolder of real JPEG files about 40 pixels wide: 12 training and 6 validation images."""
+    return write_imagenet_folder(tmp_path_factory.mktemp("jpeg_imagenet"))
+
+
+def imagenet_args(data_root, save_dir, epochs=1, batch_size=4, crop=32):
+    """A tiny ImageNet run: small crops (the ImageNet networks pool adaptively), no workers, CPU."""
+    return ["--dataset", "imagenet", "--data_root", data_root, "--save_dir", str(save_dir), "--epochs", str(epochs),
+            "--batch_size", str(batch_size), "--device", "cpu", "--crop_size", str(crop), "--num_workers", "0",
+            "--test_batch_size", "8"]

@@ -148,3 +148,25 @@ def test_dataloader_row_builds_nchw_networks_where_the_default_is_channels_last(
         ops = r["eager_ops"]
         assert ops["total"] == ops["step"] + ops["backward"] + ops["optimizer"] > 0
     assert "| eager ops/step (step + backward + optimizer) |" in (tmp_path / "t.md").read_text()
+
+
+def test_benchmark_imagenet_reports_both_pipelines_and_the_step_alone(tmp_path):
+    bench = _load_benchmark()
+    argv = ["--dataset", "imagenet", "--model_t", "ResNet18", "--model_s", "MobileNetV1", "--device", "cpu",
+            "--warmup", "0", "--steps", "1", "--batch_size", "4",
+            "--crop_size", "32", "--synthetic_n", "8", "--synthetic_size", "40x30", "--num_workers", "0",
+            "--data_root", str(tmp_path / "no_data"), "--out", str(tmp_path / "bench")]
+    result = bench.main(argv)
+    record = json.loads((tmp_path / "bench" / "benchmark_imagenet.json").read_text())
+    assert result["json"] == str(tmp_path / "bench" / "benchmark_imagenet.json")
+    assert (record["model_t"], record["model_s"]) == ("ResNet18", "MobileNetV1")
+    assert record["data"].startswith("synthetic ImageFolder of 8 random-pixel 40x30 JPEG files")
+    rows = [(r["row"], r["method"], r["pipeline"]) for r in record["rows"]]
+    # no GPU: the DALI rows are left out
+    assert rows == [("data pipeline alone", "", "dataloader"), ("training step alone", "kd", "device tensors"),
+                    ("training step with data", "kd", "dataloader")]
+    table = (tmp_path / "bench" / "benchmark_imagenet.md").read_text()
+    for r in record["rows"]:
+        assert r["images_per_s"] == pytest.approx(4 * 1000 / r["ms_per_step"], rel=1e-9)
+        assert r["projected_hours"] == pytest.approx(100 * math.ceil(1281167 / 4) * r["ms_per_step"] / 3.6e6)
+        assert f"| {r['row']} | {r['method']} | {r['pipeline']} | {r['ms_per_step']:.1f} |" in table
