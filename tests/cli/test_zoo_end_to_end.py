@@ -20,10 +20,12 @@ from models import build_model
 METHODS = [m for m in distiller_zoo.available() if m not in ("ce", "byot")]
 PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8"), ("ResNet50", "MobileNetV2"),
          ("resnet32x4", "ShuffleV2")]
-# RepDistiller's FSP needs equal channel counts stage by stage
-FSP_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2")}
-# PAD-L2 compares the pooled features directly: equal widths only
-PAD_OK = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")}
+# the pairs whose student and teacher have equal widths stage by stage
+EQUAL_WIDTHS = {("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "vgg8")}
+# methods that need equal widths (RepDistiller's FSP and KD-SVD compare the stages' maps, PAD-L2 the pooled
+# features directly), and the message that refuses any other pair
+NEEDS_EQUAL_WIDTHS = {"fsp": "FSP|fsp", "kdsvd": "kdsvd needs equal channel counts",
+                      "pad": "--distill pad compares the pooled features directly"}
 # the methods with an init stage (--init_epochs)
 TWO_STAGE = ("abound", "factor", "fsp", "pad", "sskd")
 
@@ -81,12 +83,8 @@ def test_each_method_runs_end_to_end(micro, method):
     i = METHODS.index(method)
     for teacher, student in _pairs_for(i):
         args = _args(micro, teacher, student, method)
-        if method == "fsp" and (teacher, student) not in FSP_OK:
-            with pytest.raises(ValueError, match="FSP|fsp"):
-                train_student.main(args)
-            continue
-        if method == "pad" and (teacher, student) not in PAD_OK:
-            with pytest.raises(ValueError, match="--distill pad compares the pooled features directly"):
+        if method in NEEDS_EQUAL_WIDTHS and (teacher, student) not in EQUAL_WIDTHS:
+            with pytest.raises(ValueError, match=NEEDS_EQUAL_WIDTHS[method]):
                 train_student.main(args)
             continue
         res = train_student.main(args)
@@ -126,12 +124,26 @@ def _fixed_batch_setup(method, teacher_name, student_name):
     return opt, data, teacher, student, cls(ctx)
 
 
+def method_batch(d, data):
+    """8 rows for the networks, as the engine gives them: 8 images (with their strong view for MLKD), or 2 expanded
+    (SSKD: four rotations of each); returns the batch and the networks' input."""
+    batch = next(data.train.train_batches(8 if d.batch_expansion is None else 2, 0, 1, augment=False,
+                                          strong_view=d.strong_view))
+    return batch, (batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x))
+
+
+def method_outputs(d, model, batch, x, kind):
+    """``model``'s outputs as the engine hands them to ``d``: on its input, and on the strong view if it reads one."""
+    out = forward(model, x, kind)
+    if d.strong_view:
+        out.strong = forward(model, batch.x_strong, kind)
+    return out
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_decreases_on_a_fixed_batch(method):
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet32x4", "resnet8x4")
-    # 8 rows for the networks, as the engine gives them: 8 images, or 2 expanded (SSKD: four rotations of each)
-    batch = next(data.train.train_batches(8 if d.batch_expansion is None else 2, 0, 1, augment=False))
-    x = batch.x if d.batch_expansion is None else d.batch_expansion.expand(batch.x)
+    batch, x = method_batch(d, data)
     init = d.init_modules(student)
     if init is not None and method in ("abound", "fsp"):
         # the method's distillation happens in the init stage (RepDistiller): train that
@@ -156,8 +168,8 @@ def test_loss_decreases_on_a_fixed_batch(method):
 
         def loss_fn():
             with torch.no_grad():
-                out_t = forward(teacher, x, d.teacher_features)
-            terms = d.loss(forward(student, x, d.student_features), out_t, batch, 1)
+                out_t = method_outputs(d, teacher, batch, x, d.teacher_features)
+            terms = d.loss(method_outputs(d, student, batch, x, d.student_features), out_t, batch, 1)
             return sum(weights[k] * v for k, v in terms.items())
         student.train()
     optim = torch.optim.SGD(params, lr=lr, momentum=0.9)
@@ -186,11 +198,11 @@ def test_every_method_gives_student_gradients_on_option_a_resnets(method):
     # CheckpointKD's resnet110_a -> resnet32_a in miniature: the feature contract of models/resnet_a.py serves every
     # method (its init stage for the two-stage ones), and the gradients reach the student
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet20_a", "resnet14_a")
-    batch = next(data.train.train_batches(8, 0, 1, augment=False))
+    batch, x = method_batch(d, data)
     student.train()
-    out_s = forward(student, batch.x, d.student_features)
+    out_s = method_outputs(d, student, batch, x, d.student_features)
     with torch.no_grad():
-        out_t = forward(teacher, batch.x, d.teacher_features)
+        out_t = method_outputs(d, teacher, batch, x, d.teacher_features)
     if method in ("abound", "fsp"):
         loss = d.init_loss(out_s, out_t, batch)
     else:

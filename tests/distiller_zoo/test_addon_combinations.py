@@ -53,7 +53,7 @@ def test_dot_and_milestone_checking_apply_to_every_method_at_parse_time(method):
 def build(method, flags):
     opt = parse_student_options(["--distill", method, "--model_s", "resnet8", "--device", "cpu", *flags])
     data = SimpleNamespace(num_classes=10, train=SimpleNamespace(images=torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
-                                                                 targets=torch.arange(4)))
+                                                                 targets=torch.arange(4), input_shape=(3, 32, 32)))
     torch.manual_seed(1)
     teacher = Teacher([build_model("resnet8", num_classes=10)])
     student, distiller = build_student_side(opt, data, torch.device("cpu"), teacher)

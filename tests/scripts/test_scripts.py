@@ -130,7 +130,8 @@ def test_every_script_line_builds(micro_data, tmp_path):
     proc, calls = recorded_calls(tmp_path, "run_cifar_distill.sh", SAVE_DIR=str(tmp_path / "save"))
     assert proc.returncode == 0, proc.stderr
     for args in calls:
-        opt = parse_student_options(args[1:] + ["--nce_k", "8", "--device", "cpu"])
+        # the micro set's 40 images: CRD's negatives and SemCKD's full batches need less than the scripts' sizes
+        opt = parse_student_options(args[1:] + ["--nce_k", "8", "--batch_size", "16", "--device", "cpu"])
         teacher = build_teacher(opt, micro_data, torch.device("cpu"))
         student, d = build_student_side(opt, micro_data, torch.device("cpu"), teacher)
         assert opt.model_t == "resnet32x4" and d.name == opt.distill
