@@ -8,4 +8,4 @@ from .core import DataBundle, TensorImageSet, build_dataset  # noqa: F401
 from .normalization import NORMALIZATIONS, set_normalization  # noqa: F401
 from .registry import DATASETS, available_datasets, register_dataset  # noqa: F401
 # the data sets register themselves on import
-from . import cifar, digits  # noqa: F401,E402
+from . import cifar, digits, fashion_mnist  # noqa: F401,E402
