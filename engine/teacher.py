@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from helper.checkpoint import load_checkpoint, load_weights, snapshot_paths
+from helper.checkpoint import load_checkpoint, load_weights, peek_checkpoint, snapshot_paths
 from helper.option import Option
 from models import build_model, model_dict
 from models.features import FeatureMaps
@@ -296,13 +296,9 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
     is read from its folder's name (:func:`teacher_name_from_path`).
     """
     paths = resolve_teacher_paths(path_t, teacher_epochs)
-    archs = split_list(model_t)
-    if len(archs) > 1 and len(archs) != len(paths):
-        raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
     # read first: an empty, truncated or foreign file is the problem to report, not its folder's name
     states = [load_checkpoint(p) for p in paths]
-    names = [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) or teacher_name_from_path(p)
-             for i, p in enumerate(paths)]
+    names = member_names(paths, model_t)
     members, epochs = [], []
     for path, state, arch in zip(paths, states, names):
         model, epoch = load_network(path, state, arch, num_classes, device)
@@ -312,6 +308,31 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
     weights = split_list(teacher_weights) or None
     return Teacher(members, weights=weights, feat_index=teacher_feat_index, bn_mode=teacher_bn, names=names,
                    epochs=epochs, tag=tag).to(device)
+
+
+def member_names(paths: Sequence[str], model_t: Optional[str]) -> List[str]:
+    """The architecture of each teacher checkpoint: ``--model_t`` (one for all, or one per checkpoint), else the
+    checkpoint's folder name."""
+    archs = split_list(model_t)
+    if len(archs) > 1 and len(archs) != len(paths):
+        raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
+    return [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) or teacher_name_from_path(p)
+            for i, p in enumerate(paths)]
+
+
+def teacher_label(path_t, model_t: Optional[str] = None, teacher_epochs=None, teacher_bn: str = "eval") -> str:
+    """The name run folders give the teacher of these flags (``Teacher.label`` of what :func:`load_teacher` would
+    load), found without loading weights: a teacher set's epochs are read from its checkpoints memory-mapped.
+    Raises as load_teacher does when ``--teacher_epochs`` names a snapshot that does not exist."""
+    paths = resolve_teacher_paths(path_t, teacher_epochs)
+    names = member_names(paths, model_t)
+    by_epochs = bool(split_list(teacher_epochs))
+    epochs: List[Optional[int]] = [None] * len(paths)
+    if len(paths) > 1 or by_epochs:
+        states = [peek_checkpoint(p) for p in paths]
+        epochs = [int(s["epoch"]) if isinstance(s, dict) and isinstance(s.get("epoch"), (int, float)) else None
+                  for s in states]
+    return teacher_tag(names, epochs, len(paths), by_epochs, teacher_bn) or names[0]
 
 
 def teacher_tag(archs, epochs, n_paths: int, by_epochs: bool, bn_mode: str) -> Optional[str]:
