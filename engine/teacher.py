@@ -328,7 +328,7 @@ def teacher_label(path_t, model_t: Optional[str] = None, teacher_epochs=None, te
     names = member_names(paths, model_t)
     by_epochs = bool(split_list(teacher_epochs))
     epochs: List[Optional[int]] = [None] * len(paths)
-    if len(paths) > 1 or by_epochs:
+    if len(paths) > 1 or by_epochs or teacher_bn != "eval":  # the cases teacher_tag names by epochs
         states = [peek_checkpoint(p) for p in paths]
         epochs = [int(s["epoch"]) if isinstance(s, dict) and isinstance(s.get("epoch"), (int, float)) else None
                   for s in states]
