@@ -40,7 +40,7 @@ def test_a_pair_s_methods_share_a_process_and_each_run_is_its_own_command_s(fash
     jobs = student_jobs(pair, "pair")
     merged = [j for j in jobs if len(j.cells) > 1]
     assert len(merged) == 1 and [c.distill for c in merged[0].cells] == ["kd", "crd", "dkd", "kdrefine"]
-    # DKD's own --dkd_warmup 2 rides along; the others do not read it
+    # DKD's own --dkd_warmup 1 rides along; the others do not read it
     assert "--dkd_warmup" in merged[0].argv
     together = {c.options.distill: c.options for c in configs(merged[0].argv)}
     for cell in merged[0].cells:
@@ -50,7 +50,7 @@ def test_a_pair_s_methods_share_a_process_and_each_run_is_its_own_command_s(fash
             alone.gamma, alone.alpha, alone.beta, alone.learning_rate)
         names = [student_run_name(trial_options(mine, i) if i else mine, "resnet56") for i in range(3)]
         assert [os.path.join("save_j", "student_model", n) for n in names] == cell.run_dirs
-    assert together["dkd"].dkd_warmup == 2 and together["kdrefine"].learning_rate == 0.01
+    assert together["dkd"].dkd_warmup == 1 and together["kdrefine"].learning_rate == 0.01
     # ICKD wants deterministic cuDNN, a setting of the whole process: it trains alone
     assert [j.cells[0].distill for j in jobs if len(j.cells) == 1] == ["ickd"]
 
