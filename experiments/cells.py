@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from assembly.options import parse_configurations, parse_teacher_options, student_parser, student_run_name, \
     teacher_run_name, trial_options
 import distiller_zoo
-from engine.teacher import teacher_label
+from engine.teacher import member_names, split_list, teacher_label, teacher_tag
 from models import arch_options, build_model
 
 from .table import NOT_APPLICABLE, Column, PaperValue, Row, Table
@@ -28,6 +29,7 @@ TEACHER_CHOICES = ("auto", "fetched", "trained")
 PUBLISHED_EPOCH = 240
 DEFAULT_SAVE_DIR = "./save"
 DEFAULT_DATA_ROOT = "./data"
+SNAPSHOT_NAME = re.compile(r"ckpt_epoch_(\d+)\.pth")
 
 
 def published_teacher_path(save_dir: str, arch: str) -> str:
@@ -62,7 +64,7 @@ class Cell:
     kind: str
     script: Optional[str]  # None: nothing to run (a published teacher, a cell the paper marks n/a)
     commands: List[List[str]]
-    run_dirs: List[Optional[str]]  # one per trial; None while a teacher set it needs does not exist yet
+    run_dirs: List[str]  # one per trial
     epochs: int
     model: str  # the architecture trained (its checkpoint file names)
     trials: int
@@ -213,23 +215,32 @@ def student_cell(table: Table, row: Row, column: Column, settings: Settings, tea
     if settings.epochs is not None:
         argv = scaled_epochs(argv, opt, settings.epochs)
         opt = parse_student(argv, where)
-    run_dirs: List[Optional[str]] = [None] * trials
-    label = None
-    if distiller_zoo.REGISTRY[opt.distill].needs_teacher:
-        try:
-            label = teacher_label(opt.path_t, opt.model_t, opt.teacher_epochs, opt.teacher_bn)
-        except (OSError, ValueError):
-            label = None  # a teacher set whose snapshots do not exist yet: its folders are known once they do
-    else:
-        label = "self"
-    if label is not None:
-        depth = block_depth_of(model_s, opt.block_depth)
-        run_dirs = [os.path.join(opt.save_dir, "student_model",
-                                 student_run_name(trial_options(opt, i) if i else opt, label, depth))
-                    for i in range(trials)]
+    label = planned_teacher_label(opt) if distiller_zoo.REGISTRY[opt.distill].needs_teacher else "self"
+    depth = block_depth_of(model_s, opt.block_depth)
+    run_dirs = [os.path.join(opt.save_dir, "student_model",
+                             student_run_name(trial_options(opt, i) if i else opt, label, depth))
+                for i in range(trials)]
     requires = [(tuple(c), d, teacher.epochs) for c, d in zip(teacher.commands, teacher.run_dirs)] if teacher else []
     return Cell(table, row, column, "student", STUDENT_SCRIPT, [argv], run_dirs, opt.epochs, model_s, trials,
                 requires)
+
+
+def planned_teacher_label(opt) -> str:
+    """The teacher's name in its students' run folders: :func:`engine.teacher.teacher_label` once the teacher's
+    checkpoints exist; before, the name they will give (a ``ckpt_epoch_N.pth`` holds epoch N)."""
+    paths = split_list(opt.path_t)
+    epochs = split_list(opt.teacher_epochs)
+    if epochs:
+        folder = paths[0] if os.path.isdir(paths[0]) or not paths[0].endswith(".pth") else os.path.dirname(paths[0])
+        paths = [os.path.join(folder, f"ckpt_epoch_{e}.pth") for e in epochs]
+    if all(os.path.isfile(p) for p in paths):
+        return teacher_label(opt.path_t, opt.model_t, opt.teacher_epochs, opt.teacher_bn)
+    names = member_names(paths, opt.model_t)
+    if len(paths) == 1 and not epochs and opt.teacher_bn == "eval":
+        return names[0]
+    from_names = [SNAPSHOT_NAME.fullmatch(os.path.basename(p)) for p in paths]
+    known = [int(m.group(1)) if m else None for m in from_names]
+    return teacher_tag(names, known, len(paths), bool(epochs), opt.teacher_bn) or names[0]
 
 
 def vanilla_cell(table: Table, row: Row, column: Column, settings: Settings, trials: int) -> Cell:

@@ -193,3 +193,18 @@ def test_a_cell_the_entry_script_refuses_names_its_row_and_column():
     table = small_table(rows=[{"label": "Ens", "distill": "kd", "flags": ["--path_t", "{teacher_run7}"]}])
     with pytest.raises(CellError, match=r"unknown placeholder \{teacher_run7\}"):
         table_cells(table)
+
+
+def test_run_folders_named_before_the_teacher_snapshots_exist_are_the_ones_they_get(tmp_path):
+    import torch
+    settings = Settings(save_dir=str(tmp_path), epochs=2)
+    planned = {c.label: c.run_dirs for c in table_cells(load_table("checkpointkd"), settings)}
+    teacher = next(c for c in table_cells(load_table("checkpointkd"), settings) if c.kind == "teacher")
+    for run_dir in teacher.run_dirs:
+        os.makedirs(run_dir)
+        for epoch in (1, 2):
+            torch.save({"epoch": epoch}, os.path.join(run_dir, f"ckpt_epoch_{epoch}.pth"))
+    actual = {c.label: c.run_dirs for c in table_cells(load_table("checkpointkd"), settings)}
+    assert actual == planned
+    assert os.path.basename(planned["Snapshot ensemble | wrn_40_2 -> resnet32"][0]).startswith(
+        "S_resnet32_T_wrn_40_2_ep1-2_cifar100_checkpointkd_")
