@@ -39,13 +39,14 @@ if [ "${REFERENCE_BN:-0}" = "1" ]; then BN_ARGS=(--teacher_bn train); fi
 
 run_dir() { echo "$SAVE_DIR/models/${1}_cifar100_lr_0.1_decay_0.0005_trial_${2}"; }
 
-# Teachers: two independent runs per architecture, snapshots every SAVE_FREQ epochs.
+# Teachers: two independent runs per architecture (seeds 0 and 1: the same seed would train the same network
+# twice), snapshots every SAVE_FREQ epochs.
 for T in $(for p in $PAIRS; do echo "${p%%:*}"; done | sort -u); do
   for trial in 0 1; do
     RUN="$(run_dir "$T" "$trial")"
     if [ ! -f "$RUN/ckpt_epoch_${T_EPOCHS}.pth" ]; then
       # an interrupted teacher run continues; one without a checkpoint yet starts from epoch 1
-      "$PY" train_teacher.py --model "$T" --trial "$trial" "${TEACHER_ARGS[@]}" "${COMMON[@]}" --resume auto
+      "$PY" train_teacher.py --model "$T" --trial "$trial" --seed "$trial" "${TEACHER_ARGS[@]}" "${COMMON[@]}" --resume auto
     fi
   done
 done

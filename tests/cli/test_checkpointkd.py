@@ -129,6 +129,8 @@ def test_run_script_lines_parse():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     text = open(os.path.join(root, "scripts", "run_checkpointkd.sh")).read()
     assert text.count("train_student.py --distill checkpointkd") == 4
+    # the two teachers of the full ensemble are independent runs: their own seeds
+    assert 'train_teacher.py --model "$T" --trial "$trial" --seed "$trial"' in text
     for flag in ("--teacher_epochs \"$T_EPOCHS\"", "--teacher_epochs \"$E_INTER\"", "--teacher_epochs \"$SNAPSHOTS\"",
                  "ckpt_epoch_${T_EPOCHS}.pth,$RUN1/"):
         assert flag in text
