@@ -296,6 +296,7 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
     is read from its folder's name (:func:`teacher_name_from_path`).
     """
     paths = resolve_teacher_paths(path_t, teacher_epochs)
+    check_model_t(paths, model_t)
     # read first: an empty, truncated or foreign file is the problem to report, not its folder's name
     states = [load_checkpoint(p) for p in paths]
     names = member_names(paths, model_t)
@@ -310,12 +311,17 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
                    epochs=epochs, tag=tag).to(device)
 
 
-def member_names(paths: Sequence[str], model_t: Optional[str]) -> List[str]:
-    """The architecture of each teacher checkpoint: ``--model_t`` (one for all, or one per checkpoint), else the
-    checkpoint's folder name."""
+def check_model_t(paths: Sequence[str], model_t: Optional[str]) -> None:
     archs = split_list(model_t)
     if len(archs) > 1 and len(archs) != len(paths):
         raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
+
+
+def member_names(paths: Sequence[str], model_t: Optional[str]) -> List[str]:
+    """The architecture of each teacher checkpoint: ``--model_t`` (one for all, or one per checkpoint), else the
+    checkpoint's folder name."""
+    check_model_t(paths, model_t)
+    archs = split_list(model_t)
     return [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) or teacher_name_from_path(p)
             for i, p in enumerate(paths)]
 
