@@ -21,6 +21,7 @@ from .summary import progress_counts
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a job stopped by the runner (Ctrl-C, SIGTERM) saves its epoch and exits; after this long it is killed
 STOP_GRACE_S = 120
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent exits
 
 
 @dataclass
@@ -74,6 +75,17 @@ class Progress:
                 f"epochs {done:,}/{self.total:,}; {duration(elapsed)} elapsed, {left}")
 
 
+def stop_with_parent() -> None:
+    """In a job's process before it runs (Linux): SIGTERM when the runner dies, however it dies. A job left running
+    after a killed runner would write into the run folder that the next runner's job of the same cell resumes."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: Ctrl-C and SIGTERM still stop the jobs (Runner.stop)
+        pass
+
+
 def last_lines(path: str, n: int = 3) -> List[str]:
     try:
         with open(path, errors="replace") as f:
@@ -118,7 +130,7 @@ class Runner:
         log.flush()
         # its own session: a Ctrl-C in the terminal reaches the runner only, which stops each job once, cleanly
         proc = subprocess.Popen(command, cwd=self.options.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=stop_with_parent)
         log.close()
         self.running[slot] = (job, proc, log_path)
         where = f" on {device}" if device else ""

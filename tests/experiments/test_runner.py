@@ -3,7 +3,9 @@ wait for their teacher (and are not started when it fails), the progress line's 
 and an interrupt stops the running jobs. A stand-in interpreter records the commands instead of training."""
 import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -16,6 +18,8 @@ STUB = """#!{python}
 import json, os, sys, time
 config = json.load(open({config!r}))
 start = time.time()
+if "pidfile" in config:
+    open(config["pidfile"], "w").write(str(os.getpid()))
 argv = sys.argv[1:]
 model = argv[argv.index("--model") + 1] if "--model" in argv else argv[argv.index("--model_s") + 1]
 time.sleep(config.get("sleep", {{}}).get(model, 0))
@@ -123,3 +127,42 @@ def test_an_interrupt_stops_the_running_jobs_and_propagates(tmp_path, recorder, 
         runner.run()
     (proc,) = started
     assert proc.returncode is not None and proc.returncode != 0  # stopped, not left running for a minute
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_runner_takes_its_jobs_with_it(tmp_path, recorder):
+    # a job outliving a SIGKILLed runner would write into the run folder the next runner's job resumes
+    python, config, _ = recorder
+    pidfile = tmp_path / "job.pid"
+    config.write_text(json.dumps({"sleep": {"resnet14": 120}, "pidfile": str(pidfile)}))
+    script = tmp_path / "runner.py"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script.write_text(f"""import sys
+sys.path.insert(0, {root!r})
+from experiments.cells import Settings, table_cells
+from experiments.jobs import table_jobs
+from experiments.runner import RunOptions, Runner
+from tests.experiments.fake_runs import small_table
+cells = table_cells(small_table(), Settings(save_dir={str(tmp_path / "save")!r}))
+Runner(table_jobs(cells, "pair")[:1], cells, RunOptions(log_dir={str(tmp_path / "logs")!r}, python={python!r}),
+       lambda s: None).run()
+""")
+    runner = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 120
+    while not pidfile.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    job = int(pidfile.read_text())
+    assert alive(job)
+    runner.kill()
+    runner.wait()
+    while alive(job) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(job)
