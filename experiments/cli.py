@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from typing import Callable, List, Optional, Sequence
 
 from helper.util import unknown_device
@@ -118,8 +119,12 @@ def write_summaries(table: Table, cells: Sequence[Cell], folder: str, tolerance:
         with open(path, "w") as f:
             f.write(content)
         paths.append(path)
-    from .plots import plot_against_paper
-    figure = plot_against_paper(summaries, os.path.join(folder, "ours_vs_paper.png"))
+    try:
+        from .plots import plot_against_paper
+        figure = plot_against_paper(summaries, os.path.join(folder, "ours_vs_paper.png"))
+    except ImportError as exc:  # matplotlib is in requirements.txt; a bare environment still gets the tables
+        figure = None
+        say(f"note: no figure ({exc}; pip install -r requirements.txt)")
     if figure:
         paths.append(figure)
     say(text)
@@ -141,7 +146,10 @@ def reproduce_main(argv: Optional[Sequence[str]] = None, say: Callable[[str], No
                         student_args=tuple(shlex.split(args.student_args)))
     cells = table_cells(table, settings)
     if args.list:
-        say(listing(cells, args.group))
+        try:
+            say(listing(cells, args.group))
+        except BrokenPipeError:  # --list | head: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     folder = output_folder(args, table)
     if args.summarize:
