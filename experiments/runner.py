@@ -217,7 +217,7 @@ def describe(job: Job) -> str:
         return f"teacher {job.argv[job.argv.index('--model') + 1]}"
     first = job.cells[0]
     if first.kind == "teacher":
-        return f"teacher {first.model} ({job.argv[job.argv.index('--trial') + 1] if '--trial' in job.argv else '0'})"
+        return f"teacher {first.model}, trial {job.argv[job.argv.index('--trial') + 1]}"
     if first.kind == "vanilla":
         trial = job.argv[job.argv.index("--trial") + 1]
         return f"{first.row.label} {first.model}, trial {trial}"
