@@ -66,14 +66,15 @@ def test_quickstart_prints_mean_and_sd_over_its_seeds_from_the_finished_runs(tmp
     save = str(tmp_path / "quickstart")
     by = {c.row.label: c for c in table_cells(load_table("quickstart"), Settings(save_dir=save))}
     epochs = by["KD"].epochs
-    write_run(by["Teacher"].run_dirs[0], [99.0] * epochs)
+    write_run(by["Teacher"].run_dirs[0], [99.0] * by["Teacher"].epochs)
     for run_dir, last in zip(by["Student from scratch"].run_dirs, (96.0, 97.0, 98.0)):
         write_run(run_dir, [90.0] * (epochs - 1) + [last])
     for run_dir, last in zip(by["KD"].run_dirs, (98.5, 99.0, 99.5)):
         write_run(run_dir, [99.9] + [90.0] * (epochs - 2) + [last])
     quickstart.main(["--save_dir", save])  # every run finished: nothing is trained again
     out = capsys.readouterr().out
-    assert "5 jobs already finished: skipped" in out
-    assert f"digits test set, top-1 % after {epochs} epochs, mean ± sd over 3 seeds" in out
+    assert "5 jobs already finished: skipped" in out and "started" not in out
+    assert f"digits test set, top-1 %: teacher 30 epochs, students {epochs} epochs, mean ± sd over 3 seeds" in out
     assert "| Student from scratch               | resnet8   |   78,042 |  97.00 ± 1.00 |  97.00 ± 1.00 |" in out
     assert "| KD                                 | resnet8   |   78,042 |  99.00 ± 0.50 |  99.90 ± 0.00 |" in out
+    assert "KD - from scratch (last epoch): +2.00 points; the larger sd over the seeds: 1.00" in out
