@@ -7,11 +7,13 @@ import shlex
 import sys
 from typing import Callable, List, Optional, Sequence
 
+import torch
+
 from helper.util import unknown_device
 
 from .cells import DEFAULT_DATA_ROOT, DEFAULT_SAVE_DIR, TEACHER_CHOICES, Cell, Settings, table_cells
 from .jobs import GROUPINGS, Job, table_jobs
-from .runner import RunOptions, run_table_jobs
+from .runner import RunOptions, cpu_threads, run_table_jobs
 from .summary import TEACHER_TOLERANCE, csv_text, latex, legend, markdown, selections_of, summarize, \
     teacher_warnings
 from .table import Table, available_tables, describe, load_table
@@ -156,8 +158,10 @@ def reproduce_main(argv: Optional[Sequence[str]] = None, say: Callable[[str], No
         write_summaries(table, cells, folder, args.teacher_tolerance, say)
         return 0
     jobs: List[Job] = table_jobs(cells, args.group or "pair")
-    options = RunOptions(jobs=args.jobs or max(1, len(devices)), devices=tuple(devices),
-                         log_dir=os.path.join(folder, "logs"), progress_every=args.progress_every)
+    jobs_at_once = args.jobs or max(1, len(devices))
+    options = RunOptions(jobs=jobs_at_once, devices=tuple(devices), log_dir=os.path.join(folder, "logs"),
+                         progress_every=args.progress_every,
+                         threads=cpu_threads(jobs_at_once, devices, torch.cuda.is_available()))
     failed = run_table_jobs(jobs, cells, options, say)
     write_summaries(table, table_cells(table, settings), folder, args.teacher_tolerance, say)
     if failed:

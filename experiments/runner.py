@@ -33,6 +33,17 @@ class RunOptions:
     progress_every: float = 60.0
     poll_s: float = 0.5
     cwd: str = ROOT
+    threads: Optional[int] = None  # OMP_NUM_THREADS of every job (None: the environment's)
+
+
+def cpu_threads(jobs: int, devices: Sequence[str], cuda_available: bool) -> Optional[int]:
+    """Threads per job when several jobs share the CPU cores (on a GPU the cores feed the devices): the cores
+    divided among the jobs, so that they do not oversubscribe the CPU; None when one job runs, when the jobs use
+    GPUs, or when OMP_NUM_THREADS is set already."""
+    on_cpu = all(d == "cpu" for d in devices) if devices else not cuda_available
+    if jobs < 2 or not on_cpu or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def duration(seconds: float) -> str:
@@ -129,7 +140,8 @@ class Runner:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)}\n")
         log.flush()
         # its own session: a Ctrl-C in the terminal reaches the runner only, which stops each job once, cleanly
-        proc = subprocess.Popen(command, cwd=self.options.cwd, stdout=log, stderr=subprocess.STDOUT,
+        env = None if self.options.threads is None else {**os.environ, "OMP_NUM_THREADS": str(self.options.threads)}
+        proc = subprocess.Popen(command, cwd=self.options.cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, preexec_fn=stop_with_parent)
         log.close()
         self.running[slot] = (job, proc, log_path)

@@ -12,11 +12,13 @@ import os
 import sys
 import time
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cells import Settings, table_cells  # noqa: E402
 from experiments.jobs import table_jobs  # noqa: E402
-from experiments.runner import RunOptions, run_table_jobs  # noqa: E402
+from experiments.runner import RunOptions, cpu_threads, run_table_jobs  # noqa: E402
 from experiments.summary import summarize  # noqa: E402
 from experiments.table import load_table  # noqa: E402
 from helper.run import run_cli  # noqa: E402
@@ -39,13 +41,16 @@ def main(argv=None):
     p.add_argument("--save_dir", default="./save/quickstart")
     p.add_argument("--device", default="auto")
     p.add_argument("--trials", type=int, default=None, help="seeds per student (default: the table's, 3)")
+    p.add_argument("--jobs", type=int, default=2, help="trainings at a time (default 2: the students trained alone "
+                                                       "run next to the teacher, each on its share of the cores)")
     args = p.parse_args(argv)
     table = load_table("quickstart")
     settings = Settings(save_dir=args.save_dir, trials=args.trials)
     cells = table_cells(table, settings)
     t0 = time.time()
-    options = RunOptions(devices=() if args.device == "auto" else (args.device,),
-                         log_dir=os.path.join(args.save_dir, "logs"))
+    devices = () if args.device == "auto" else (args.device,)
+    options = RunOptions(jobs=args.jobs, devices=devices, log_dir=os.path.join(args.save_dir, "logs"),
+                         threads=cpu_threads(args.jobs, devices, torch.cuda.is_available()))
     if run_table_jobs(table_jobs(cells, "pair"), cells, options):
         raise SystemExit(f"error: a quickstart run failed; its log is in {options.log_dir}")
     cells = table_cells(table, settings)

@@ -24,7 +24,8 @@ argv = sys.argv[1:]
 model = argv[argv.index("--model") + 1] if "--model" in argv else argv[argv.index("--model_s") + 1]
 time.sleep(config.get("sleep", {{}}).get(model, 0))
 with open({log!r}, "a") as f:
-    f.write(json.dumps({{"argv": argv, "start": start, "end": time.time()}}) + "\\n")
+    f.write(json.dumps({{"argv": argv, "start": start, "end": time.time(),
+                        "threads": os.environ.get("OMP_NUM_THREADS")}}) + "\\n")
 sys.exit(1 if model in config.get("fail", []) else 0)
 """
 
@@ -60,8 +61,10 @@ def test_finished_runs_are_skipped_and_unfinished_ones_resume_on_the_next_device
     write_run(by["Student"].run_dirs[0], [50.0, 60.0])  # trial 1 finished
     write_run(by["Student"].run_dirs[1], [50.0])  # trial 2 interrupted after epoch 1
     lines = []
-    failed = Runner(jobs, cells, options(tmp_path, python, jobs=2, devices=("cuda:0", "cuda:1")), lines.append).run()
+    failed = Runner(jobs, cells, options(tmp_path, python, jobs=2, devices=("cuda:0", "cuda:1"), threads=3),
+                    lines.append).run()
     assert failed == 0
+    assert {c["threads"] for c in calls()} == {"3"}
     ran = [c["argv"] for c in calls()]
     trials = sorted(a[a.index("--trial") + 1] for a in ran if a[0] == "train_teacher.py")
     assert trials == ["2", "3"]  # the teacher and the finished trial 1 are not run again
@@ -166,3 +169,17 @@ Runner(table_jobs(cells, "pair")[:1], cells, RunOptions(log_dir={str(tmp_path / 
     while alive(job) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(job)
+
+
+def test_jobs_sharing_the_cpu_divide_its_cores(monkeypatch):
+    from experiments.runner import cpu_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cpu_threads(2, (), cuda_available=False) == 4
+    assert cpu_threads(3, ("cpu",), cuda_available=True) == 2
+    assert cpu_threads(16, ("cpu",), cuda_available=False) == 1
+    assert cpu_threads(1, ("cpu",), cuda_available=False) is None  # one job: the environment's threads
+    assert cpu_threads(2, ("cuda:0", "cuda:1"), cuda_available=True) is None
+    assert cpu_threads(2, (), cuda_available=True) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads(2, (), cuda_available=False) is None  # the user's setting wins

@@ -74,7 +74,7 @@ def test_quickstart_prints_mean_and_sd_over_its_seeds_from_the_finished_runs(tmp
     quickstart.main(["--save_dir", save])  # every run finished: nothing is trained again
     out = capsys.readouterr().out
     assert "5 jobs already finished: skipped" in out and "started" not in out
-    assert f"digits test set, top-1 %: teacher 30 epochs, students {epochs} epochs, mean ± sd over 3 seeds" in out
+    assert f"digits test set, top-1 %: teacher 20 epochs, students {epochs} epochs, mean ± sd over 3 seeds" in out
     assert "| Student from scratch               | resnet8   |   78,042 |  97.00 ± 1.00 |  97.00 ± 1.00 |" in out
     assert "| KD                                 | resnet8   |   78,042 |  99.00 ± 0.50 |  99.90 ± 0.00 |" in out
     assert "KD - from scratch (last epoch): +2.00 points; the larger sd over the seeds: 1.00" in out
