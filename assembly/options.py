@@ -34,6 +34,7 @@ from dataset.folder import FORMATS, PIPELINES
 from engine.teacher import TEACHER_OPTIONS, arch_from_path
 from helper.distributed import launch_world_size
 from helper.option import Option, str2bool
+from helper.tracking import MODES as TRACKING_MODES, missing_wandb
 from helper.util import CHECKPOINTKD_MULTISTEP, LR_SCHEDULES, SMALL_LR_MODELS, default_learning_rate, \
     unknown_device
 from models import arch_options, model_dict
@@ -44,6 +45,7 @@ TOOLKIT = "toolkit options"
 PROCESSES = "several processes (torchrun --nproc_per_node=K ...)"
 ARCHITECTURE = "architecture options (rep*/my* models; ignored by the others)"
 STUDENT = "distillation"
+TRACKING = "experiment tracking (optional)"
 METHODS = "method options (each read by the --distill methods that declare it)"
 
 DEBUG = Option("debug", bool, False, "on an error, print the full traceback instead of one line (also: KD_DEBUG=1)",
@@ -130,6 +132,14 @@ RUN_OPTIONS: Tuple[Option, ...] = (
     Option("overwrite", bool, False, "start afresh in a run folder that already holds a run (its checkpoints, "
            "metrics and summary are removed first); without it such a folder is refused unless --resume is given",
            action="store_true", group=TOOLKIT),
+    Option("wandb", bool, False, "also log every epoch's row (what metrics.jsonl holds) to Weights & Biases; needs "
+           "the optional package wandb (pip install wandb)", action="store_true", group=TRACKING),
+    Option("wandb_project", str, "kd-toolkit", "W&B project", group=TRACKING),
+    Option("wandb_name", str, None, "W&B run name (default: the run folder's name; with several runs in one process "
+           "the folder's name is appended)", group=TRACKING),
+    Option("wandb_mode", str, "offline", "offline (default): written to the run folder's wandb/ without a network, "
+           "uploaded later with 'wandb sync'; online: streamed (needs a network and 'wandb login')",
+           choices=list(TRACKING_MODES), group=TRACKING),
     Option("keep_checkpoints", str, "all", "all: also keep ckpt_epoch_N.pth every --save_freq epochs; last: only "
            "<model>_last.pth and <model>_best.pth (saves disk in sweeps; a CRD checkpoint is ~50 MB)",
            choices=["all", "last"], group=TOOLKIT),
@@ -469,6 +479,8 @@ def check_run_options(o, trials: int = 1) -> None:
     if trials < 1:
         raise SystemExit("error: --trials must be at least 1")
     check_dot_options(o)
+    if o.wandb and missing_wandb():
+        raise SystemExit(f"error: {missing_wandb()}")
     if trials > 1 and o.resume not in (None, "auto"):
         raise SystemExit("error: with --trials, resume with --resume auto (each trial continues from its own run "
                          "folder); a single checkpoint path names one trial only")

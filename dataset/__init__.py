@@ -8,5 +8,5 @@ from .core import DataBundle, TensorImageSet, build_dataset  # noqa: F401
 from .normalization import NORMALIZATIONS, set_normalization  # noqa: F401
 from .registry import DATASETS, available_datasets, dataset_recipe, input_family, recipe_name, register_dataset  # noqa: F401,E501
 # the data sets register themselves on import
-from . import cifar, digits, folder  # noqa: F401,E402
+from . import cifar, digits, fashion_mnist, folder  # noqa: F401,E402
 from .folder import FolderSettings  # noqa: F401,E402

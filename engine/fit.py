@@ -16,6 +16,7 @@ from helper.distributed import barrier, broadcast_buffers, convert_sync_batchnor
 from helper.logging import NullLogger, RunLogger
 from helper.run import record_epoch
 from helper.run_folder import checkpoint_plan, claim_run_folders, finished_result, remove_periodic_checkpoints, say
+from helper.tracking import open_wandb
 from helper.util import adjust_learning_rate, parse_epochs
 
 from .compile import compile_network, compile_step, uses_cuda_graphs
@@ -71,10 +72,21 @@ def optimizer_name(state: Dict[str, Any]) -> str:
     return "dot" if "delta" in groups[0] else "sgd"
 
 
+def tracker_of(run: StudentRun, resumed: bool, several: bool):
+    """The ``--wandb`` tracker of a run (None without --wandb); ``several``: the process trains several runs, so a
+    given ``--wandb_name`` gets the run folder's name appended."""
+    o = run.opt
+    if not o.wandb:
+        return None
+    folder = os.path.basename(os.path.normpath(run.run_dir))
+    name = None if o.wandb_name is None else (f"{o.wandb_name}_{folder}" if several else o.wandb_name)
+    return open_wandb(run.run_dir, o.wandb_project, name, o.wandb_mode, options_dict(o, **run.facts), resumed)
+
+
 def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optional[nn.Module],
-                quiet: bool = False, resume_path: Optional[str] = None) -> None:
+                quiet: bool = False, resume_path: Optional[str] = None, several: bool = False) -> None:
     """Optimizer, resume from ``resume_path`` (None: from scratch), logger, init stage and (under torchrun)
-    the DDP wrapper of one run."""
+    the DDP wrapper of one run (``several``: one of several runs of this process)."""
     env = current_env()
     if opt.sync_bn and env.enabled:
         run.student = convert_sync_batchnorm(run.student, device)
@@ -113,8 +125,9 @@ def prepare_run(run: StudentRun, opt, data, device: torch.device, teacher: Optio
         remove_stale_temporaries(run.run_dir)
     if run.logger is None:
         run.own_logger = True
-        run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet) if env.is_main
-                      else NullLogger())
+        run.logger = (RunLogger(run.run_dir, resume_epoch=run.start_epoch - 1, quiet=quiet,
+                                tracker=tracker_of(run, resumed=path is not None, several=several))
+                      if env.is_main else NullLogger())
     if path is not None and run.start_samples:
         run.logger.print(f"{run.label}resumed within epoch {run.start_epoch}, after {run.start_samples} of its "
                          f"samples (best acc {run.best_acc:.2f})")
@@ -359,7 +372,7 @@ def fit_runs(runs: List[StudentRun], opt, data, device: torch.device, teacher: O
             say((run.label if several else "") + plan, quiet)
     for run, path in zip(all_runs, paths):
         if not run.finished:
-            prepare_run(run, opt, data, device, teacher, quiet, path)
+            prepare_run(run, opt, data, device, teacher, quiet, path, several=len(all_runs) > 1)
     if teacher is not None and teacher.stateful:
         # the shared teacher continues from where the run that resumes earliest left it
         resumed = sorted((r.start_epoch, i) for i, r in enumerate(runs) if r.teacher_state is not None)

@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from helper.checkpoint import load_checkpoint, load_weights, snapshot_paths
+from helper.checkpoint import load_checkpoint, load_weights, peek_checkpoint, snapshot_paths
 from helper.option import Option
 from models import CIFAR, build_model, models_of
 from models.features import FeatureMaps
@@ -351,14 +351,13 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
     (``imagenet``: torchvision's ResNets); ``--path_t torchvision`` takes torchvision's published weights.
     """
     paths = resolve_teacher_paths(path_t, teacher_epochs)
+    check_model_t(paths, model_t)
     archs = split_list(model_t)
-    if len(archs) > 1 and len(archs) != len(paths):
-        raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
-    names = [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) for i in range(len(paths))]
+    given = [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) for i in range(len(paths))]
     # read first: an empty, truncated or foreign file is the problem to report, not its folder's name
     states = [torchvision_weights(teacher_name_from_path(p) if n is None else n) if p == TORCHVISION
-              else load_checkpoint(p) for p, n in zip(paths, names)]
-    names = [n or teacher_name_from_path(p, family) for p, n in zip(paths, names)]
+              else load_checkpoint(p) for p, n in zip(paths, given)]
+    names = member_names(paths, model_t, family)
     members, epochs = [], []
     for path, state, arch in zip(paths, states, names):
         model, epoch = load_network(path, state, arch, num_classes, device, family)
@@ -368,6 +367,36 @@ def load_teacher(path_t, num_classes: int, device, model_t: Optional[str] = None
     weights = split_list(teacher_weights) or None
     return Teacher(members, weights=weights, feat_index=teacher_feat_index, bn_mode=teacher_bn, names=names,
                    epochs=epochs, tag=tag).to(device)
+
+
+def check_model_t(paths: Sequence[str], model_t: Optional[str]) -> None:
+    archs = split_list(model_t)
+    if len(archs) > 1 and len(archs) != len(paths):
+        raise ValueError(f"--model_t names {len(archs)} architectures for {len(paths)} teacher checkpoints")
+
+
+def member_names(paths: Sequence[str], model_t: Optional[str], family: str = CIFAR) -> List[str]:
+    """The architecture of each teacher checkpoint: ``--model_t`` (one for all, or one per checkpoint), else the
+    checkpoint's folder name."""
+    check_model_t(paths, model_t)
+    archs = split_list(model_t)
+    return [(archs[i] if len(archs) > 1 else (archs[0] if archs else None)) or teacher_name_from_path(p, family)
+            for i, p in enumerate(paths)]
+
+
+def teacher_label(path_t, model_t: Optional[str] = None, teacher_epochs=None, teacher_bn: str = "eval") -> str:
+    """The name run folders give the teacher of these flags (``Teacher.label`` of what :func:`load_teacher` would
+    load), found without loading weights: a teacher set's epochs are read from its checkpoints memory-mapped.
+    Raises as load_teacher does when ``--teacher_epochs`` names a snapshot that does not exist."""
+    paths = resolve_teacher_paths(path_t, teacher_epochs)
+    names = member_names(paths, model_t)
+    by_epochs = bool(split_list(teacher_epochs))
+    epochs: List[Optional[int]] = [None] * len(paths)
+    if len(paths) > 1 or by_epochs or teacher_bn != "eval":  # the cases teacher_tag names by epochs
+        states = [peek_checkpoint(p) for p in paths]
+        epochs = [int(s["epoch"]) if isinstance(s, dict) and isinstance(s.get("epoch"), (int, float)) else None
+                  for s in states]
+    return teacher_tag(names, epochs, len(paths), by_epochs, teacher_bn) or names[0]
 
 
 def teacher_tag(archs, epochs, n_paths: int, by_epochs: bool, bn_mode: str) -> Optional[str]:

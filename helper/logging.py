@@ -34,8 +34,11 @@ class RunLogger:
     file holds exactly one row per finished epoch.
     """
 
-    def __init__(self, run_dir: str, resume_epoch: int = 0, tensorboard: bool = True, quiet: bool = False):
+    def __init__(self, run_dir: str, resume_epoch: int = 0, tensorboard: bool = True, quiet: bool = False,
+                 tracker=None):
+        """``tracker``: an object with ``log(row)`` and ``close()`` (``--wandb``) that gets every row too."""
         os.makedirs(run_dir, exist_ok=True)
+        self.tracker = tracker
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, METRICS_FILE)
         self.quiet = quiet
@@ -57,6 +60,8 @@ class RunLogger:
     def log(self, row: Dict, prefix: str = "") -> None:
         with open(self.path, "a") as f:
             f.write(metrics_line(row))
+        if self.tracker is not None:
+            self.tracker.log(row)
         if self.writer is not None:
             step = int(row.get("epoch", 0))
             for k, v in row.items():
@@ -71,6 +76,9 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
 
 class NullLogger:

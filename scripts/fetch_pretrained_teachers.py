@@ -17,6 +17,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments.cells import published_teacher_path  # noqa: E402
 from helper.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from models import build_model  # noqa: E402
 
@@ -26,7 +27,8 @@ MDISTILLER_TAR_URL = "https://github.com/megvii-research/mdistiller/releases/dow
 
 
 def target_path(save_dir: str, arch: str) -> str:
-    return os.path.join(save_dir, "models", f"{arch}_vanilla", "ckpt_epoch_240.pth")
+    # one place for the path rule: the table runner (experiments/) looks for the teachers there
+    return published_teacher_path(save_dir, arch)
 
 
 def check(path: str, arch: str) -> None:

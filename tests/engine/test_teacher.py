@@ -112,3 +112,23 @@ def test_teacher_name_parsing(path, name):
 def test_teacher_name_unparseable_suggests_model_t():
     with pytest.raises(ValueError, match="--model_t"):
         teacher_name_from_path("save/mystery/ckpt.pth")
+
+
+def test_teacher_label_is_the_loaded_teacher_s_without_loading_weights(tmp_path):
+    from engine.teacher import load_teacher, teacher_label
+    run = tmp_path / "resnet8_digits_lr_0.05_decay_0.0005_trial_0"
+    other = tmp_path / "resnet8_digits_lr_0.05_decay_0.0005_trial_1"
+    state = build_model("resnet8", num_classes=10).state_dict()
+    for folder in (run, other):
+        for epoch in (1, 2):
+            save_checkpoint({"epoch": epoch, "model": state}, str(folder / f"ckpt_epoch_{epoch}.pth"))
+    cases = [dict(path_t=str(run / "ckpt_epoch_2.pth")),  # RepDistiller's: the architecture
+             dict(path_t=str(run), teacher_epochs="1"),  # a snapshot: resnet8_ep1
+             dict(path_t=str(run), teacher_epochs="1,2"),  # a snapshot ensemble: resnet8_ep1-2
+             dict(path_t=f"{run}/ckpt_epoch_2.pth,{other}/ckpt_epoch_2.pth"),  # equal epochs: resnet8x2
+             dict(path_t=str(run / "ckpt_epoch_1.pth"), teacher_bn="train")]
+    labels = [teacher_label(**case) for case in cases]
+    assert labels == ["resnet8", "resnet8_ep1", "resnet8_ep1-2", "resnet8x2", "resnet8_ep1_bntrain"]
+    assert labels == [load_teacher(num_classes=10, device="cpu", **case).label for case in cases]
+    with pytest.raises(FileNotFoundError, match="no snapshot of epoch 3"):
+        teacher_label(str(run), teacher_epochs="3")
