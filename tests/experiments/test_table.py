@@ -11,7 +11,7 @@ from experiments.cli import listing
 from experiments.table import NOT_APPLICABLE, TableError, available_tables, load_table, parse_table
 from tests.experiments.fake_runs import small_table
 
-ALL = ["byot", "checkpointkd", "fashion", "ickd", "kdrefine", "quickstart", "repdistiller"]
+ALL = ["byot", "checkpointkd", "fashion", "ickd", "kdrefine", "modern", "quickstart", "repdistiller"]
 # RepDistiller's scripts/run_cifar_distill.sh (-r, -a, -b) per method (-r 1 unless given)
 REPDISTILLER_WEIGHTS = {"kd": (0.1, 0.9, 0.0), "hint": (1, 0, 100), "attention": (1, 0, 1000),
                         "similarity": (1, 0, 3000), "correlation": (1, 0, 0.02), "vid": (1, 0, 1), "rkd": (1, 0, 1),
@@ -97,6 +97,21 @@ def test_kdrefine_row_trains_the_re_parameterisable_students_with_its_lr(cells_o
     assert (refined.model_s, refined.blocktype, refined.learning_rate) == ("represnet20", "AMBB", 0.01)
     assert parsed(rows[("KDrefine", "wrn_40_2 -> wrn_16_2")]).model_s == "wrn_16_2"  # no rep-WRN in KDrefine
     assert parsed(rows[("KD", "resnet110 -> resnet20")]).model_s == "resnet20"
+
+
+def test_modern_rows_run_each_method_with_the_recipe_its_reported_number_used(cells_of):
+    rows = {(c.row.label, c.column.name): c for c in cells_of["modern"]}
+    mlkd = parsed(rows[("MLKD", "resnet32x4 -> resnet8x4")])
+    assert (mlkd.distill, mlkd.epochs, mlkd.learning_rate) == ("mlkd", 480, 0.025)  # the LS repository's MLKD
+    assert parsed(rows[("MLKD", "resnet32x4 -> ShuffleV2")]).epochs == 960
+    mlkd_ls = parsed(rows[("MLKD+LS", "resnet32x4 -> resnet8x4")])
+    assert mlkd_ls.logit_stand and mlkd_ls.epochs == 480
+    kd_ls = parsed(rows[("KD+LS", "resnet32x4 -> resnet8x4")])
+    assert (kd_ls.distill, kd_ls.logit_stand, kd_ls.epochs) == ("kd", True, 240)
+    ctkd_ls = parsed(rows[("CTKD+LS", "vgg13 -> vgg8")])
+    assert (ctkd_ls.ctkd, ctkd_ls.logit_stand) == (True, True)
+    assert parsed(rows[("KD+DOT", "resnet32x4 -> resnet8x4")]).optimizer == "dot"
+    assert rows[("DKD", "resnet32x4 -> resnet8x4")].row.paper[0] == 76.32
 
 
 def test_ickd_rows_are_the_readme_s_two_settings(cells_of):

@@ -22,7 +22,7 @@ def test_without_a_table_every_table_is_listed():
     said = []
     assert reproduce_main([], said.append) == 0
     names = [line.split()[0] for line in said[0].splitlines()]
-    assert names == ["byot", "checkpointkd", "fashion", "ickd", "kdrefine", "quickstart", "repdistiller"]
+    assert names == ["byot", "checkpointkd", "fashion", "ickd", "kdrefine", "modern", "quickstart", "repdistiller"]
 
 
 def test_bad_numbers_are_refused_with_the_flag():
