@@ -6,7 +6,8 @@ margin, the expected value of the teacher's negative responses under a Gaussian 
 deviation are the BN's bias and |weight| (the BN before that stage's ReLU: ``get_bn_before_relu()``). The margins
 are computed once, when the method is built, from the teacher's weights (not its running statistics).
 
-Stage pairing: the deepest ``min`` of the two networks' stage maps, and the teacher's BNs by the same "last k"
+Stage pairing: the deepest ``min`` of the two networks' stage maps and the teacher's BN count (three for
+ImageNet ResNets, whose BNs are layer2..4's as in mdistiller), and the teacher's BNs by the same "last k"
 rule (mdistiller pairs them from the shallow end for CIFAR ResNet50 teachers and fails: spec FIX 4). The teacher's
 map is average-pooled to the student's size. Stage i of N (0 the shallowest kept) weighs 1 / 2^(N-1-i).
 
@@ -81,13 +82,18 @@ def connector(s_channels: int, t_channels: int, kernel: int = CONNECTOR_KERNEL) 
     return nn.Sequential(conv, bn)
 
 
-def stage_margins(teacher: nn.Module, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Margins (1, C, 1, 1) for the teacher's deepest ``len(maps)`` stage maps, from its BNs before the ReLUs."""
+def stage_bns(teacher: nn.Module):
+    """The teacher's BNs before its stage ReLUs and each one's channel offset in its stage map."""
     try:
-        bns, offsets = teacher.get_bn_before_relu(), teacher.bn_channel_offsets()
+        return teacher.get_bn_before_relu(), teacher.bn_channel_offsets()
     except (NotImplementedError, AttributeError):
         raise ValueError(f"--distill ofd takes its margins from the BatchNorm before each of the teacher's stage "
                          f"ReLUs, and the teacher ({type(teacher).__name__}) does not name them") from None
+
+
+def stage_margins(teacher: nn.Module, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Margins (1, C, 1, 1) for the teacher's deepest ``len(maps)`` stage maps, from its BNs before the ReLUs."""
+    bns, offsets = stage_bns(teacher)
     if len(bns) < len(maps):
         raise ValueError(f"--distill ofd: the teacher ({type(teacher).__name__}) names {len(bns)} BNs before its "
                          f"stage ReLUs for {len(maps)} stage maps")
@@ -127,7 +133,9 @@ class OFD(Distiller):
             if not maps or any(f.dim() != 4 for f in maps):
                 raise ValueError(f"--distill ofd compares stage feature maps, and the {who}'s features "
                                  f"{[tuple(f.shape[1:]) for f in maps]} are not maps")
-        n = min(len(s_maps), len(t_maps))
+        # the teacher's BNs limit the stages too: mdistiller's ImageNet ResNets name those of layer2..4 only, so
+        # OFD distills their three deepest stages
+        n = min(len(s_maps), len(t_maps), len(stage_bns(ctx.teacher)[0]))
         s_maps, t_maps = s_maps[-n:], t_maps[-n:]
         self.stages = n
         self.connectors = nn.ModuleList(connector(int(s.shape[1]), int(t.shape[1])) for s, t in zip(s_maps, t_maps))

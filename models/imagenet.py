@@ -120,6 +120,9 @@ class ImageNetResNet(ZooModel, nn.Module):
     def _stages(self):
         return (self.layer1, self.layer2, self.layer3, self.layer4)
 
+    def get_feat_modules(self) -> nn.ModuleList:
+        return nn.ModuleList([self.conv1, self.bn1, *self._stages()])
+
     def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
         last = [stage[-1] for stage in self._stages()[1:]]
         return [b.bn3 if isinstance(b, Bottleneck) else b.bn2 for b in last]
@@ -197,6 +200,9 @@ class MobileNetV1(ZooModel, nn.Module):
         # no parameters at index 14, so the keys stay model.{0..13}.*; adaptive: 7x7 at 224 pixels as mdistiller's
         self.model = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1))
         self.fc = nn.Linear(1024, num_classes)
+
+    def get_feat_modules(self) -> nn.ModuleList:
+        return nn.ModuleList([self.model])
 
     def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
         return [self.model[i][4] for i in self.TAPS]

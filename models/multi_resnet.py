@@ -163,6 +163,10 @@ class MultiResNet(ZooModel, nn.Module):
         feats = self._backbone(x)
         return FeatureMaps(self.fc(feats[-1]), feats, list(feats))
 
+    def get_feat_modules(self) -> nn.ModuleList:
+        # the trunk only: the exits' branches are classifiers of their own
+        return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4])
+
     def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
         last = self.layer1[-1]
         name = "bn3" if isinstance(last, BottleneckBlock) else "bn2"

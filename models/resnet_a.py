@@ -106,6 +106,9 @@ class ResNetA(ZooModel, nn.Module):
             self.in_planes = planes
         return nn.Sequential(*layers)
 
+    def get_feat_modules(self) -> nn.ModuleList:
+        return nn.ModuleList([self.conv1, self.bn1, self.layer1, self.layer2, self.layer3])
+
     def get_bn_before_relu(self) -> List[nn.BatchNorm2d]:
         return [stage[-1].bn2 for stage in (self.layer1, self.layer2, self.layer3)]
 

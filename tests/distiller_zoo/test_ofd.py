@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from assembly.options import parse_configurations, parse_student_options
 from distiller_zoo import PRE
+from distiller_zoo.base import DistillContext
 from distiller_zoo.OFD import OFD, ofd_elementwise, ofd_margin
 from engine.forward import forward
 from helper.types import Batch
@@ -64,6 +65,22 @@ def test_margins_come_from_the_teachers_last_bns_by_the_last_k_rule():
     for margin, bn in zip(d.margins, bns):
         assert torch.equal(margin.flatten(), ofd_margin(bn.weight, bn.bias))
     assert [c[0].out_channels for c in d.connectors] == [512, 1024, 2048]
+
+
+def test_imagenet_resnets_distill_the_three_stages_whose_bns_the_teacher_names():
+    # mdistiller's ImageNet ResNet names the BNs of layer2..4: OFD distills those three stages of four
+    teacher = build_model("ResNet34", num_classes=1000, family="imagenet")
+    student = build_model("ResNet18", num_classes=1000, family="imagenet")
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feat_s, feat_t = forward(student.eval(), x, PRE).feats, forward(teacher.eval(), x, PRE).feats
+    d = OFD(DistillContext(OFD.select_options(parse_student_options(["--distill", "ofd"])), student, teacher,
+                           list(feat_s), list(feat_t), num_classes=1000, device=torch.device("cpu")))
+    assert d.stages == 3 and d.stage_weights == [0.25, 0.5, 1.0]
+    assert [c[0].out_channels for c in d.connectors] == [128, 256, 512]
+    for margin, bn in zip(d.margins, teacher.get_bn_before_relu()):
+        assert torch.equal(margin.flatten(), ofd_margin(bn.weight, bn.bias))
 
 
 @pytest.mark.parametrize("teacher,student", [("wrn_40_2", "resnet8"), ("resnet32x4", "ShuffleV2"),

@@ -402,3 +402,20 @@ def test_vgg_pools_before_block4_only_for_64px_inputs():
         feats64, _ = eval_model("vgg8")(batch(size=64), is_feat=True)
     assert shapes(feats32)[3:5] == [(512, 4, 4), (512, 4, 4)]
     assert shapes(feats64)[3:5] == [(512, 8, 8), (512, 4, 4)]
+
+
+@pytest.mark.parametrize("name,family", [("resnet20", "cifar"), ("wrn_16_2", "cifar"), ("MobileNetV2", "cifar"),
+                                         ("resnet20_a", "cifar"), ("multi_resnet18_kd", "cifar"),
+                                         ("ResNet18", "imagenet"), ("ResNet50", "imagenet"),
+                                         ("MobileNetV1", "imagenet")])
+def test_feat_modules_hold_every_weight_the_stage_maps_depend_on_and_not_the_classifier(name, family):
+    # FSP's and AB's init stage trains exactly these modules (RepDistiller's get_feat_modules)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, family=family)
+    size = 64 if family == "imagenet" else 32
+    feats, _ = model(torch.randn(2, 3, size, size), is_feat=True)
+    sum(f.sum() for f in feats[1:-1]).backward()
+    trained = {id(p) for p in model.get_feat_modules().parameters()}
+    needed = {id(p) for p in model.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert needed <= trained
+    assert not {id(p) for p in model.classifier_module().parameters()} & trained
