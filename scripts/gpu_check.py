@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -50,8 +50,10 @@ BENCHMARK_METHODS = "kd,crd,attention,ickd,kdrefine"
 KD_TARGET_MINUTES = 5.0
 SPEEDUP_TARGET = {"crd": 8.0}  # the rest: DEFAULT_SPEEDUP_TARGET
 DEFAULT_SPEEDUP_TARGET = 10.0
-# the largest relative weight difference torchrun may show against one process (float rounding, not a bug)
-TORCHRUN_TOLERANCE = 1e-2
+# how far torchrun's weights may be from one process's, element by element: |got - ref| <= ATOL + RTOL |ref| (float
+# rounding, not a bug). Relative to a tensor's largest value alone, BN biases a few steps from their zero
+# initialisation failed on rounding: 2e-5 apart at magnitude 1e-3 on the CPU, the same before and after #12-#16.
+TORCHRUN_ATOL, TORCHRUN_RTOL = 1e-3, 1e-2
 
 
 @dataclass
@@ -330,16 +332,18 @@ def section_benchmark(args, scale, data, work, env, report: Report) -> None:
                                 f"{'MET' if r['speedup'] >= target else 'NOT MET'} ({r['speedup']:.2f}x)")
 
 
-def max_relative_difference(a: Dict, b: Dict) -> float:
+def worst_tolerance_ratio(a: Dict, b: Dict) -> Tuple[float, str]:
+    """The largest ``|a - b| / (ATOL + RTOL |b|)`` over the floating-point entries (1 is the tolerance), and its key."""
     import torch
-    worst = 0.0
+    worst, where = 0.0, ""
     for k, v in a.items():
         if not torch.is_floating_point(v):
             continue
         ref = b[k].float()
-        scale = max(ref.abs().max().item(), 1e-6)
-        worst = max(worst, (v.float() - ref).abs().max().item() / scale)
-    return worst
+        ratio = ((v.float() - ref).abs() / (TORCHRUN_ATOL + TORCHRUN_RTOL * ref.abs())).max().item()
+        if ratio > worst:
+            worst, where = ratio, k
+    return worst, where
 
 
 def section_torchrun(args, scale, teacher, work, env, report: Report, tmp: str) -> None:
@@ -368,10 +372,10 @@ def section_torchrun(args, scale, teacher, work, env, report: Report, tmp: str) 
         paths = [glob.glob(os.path.join(d, "student_model", "*", f"{scale.student}_last.pth")) for d in (ddp, one)]
         if all(len(p) == 1 for p in paths):
             got, ref = (load_checkpoint(p[0]) for p in paths)
-            diff = max_relative_difference(got["model"], ref["model"])
-            ok = diff <= TORCHRUN_TOLERANCE
-            note = f"largest weight difference {diff:.2e} of the tensor's largest value (tolerance " \
-                   f"{TORCHRUN_TOLERANCE:g})"
+            ratio, key = worst_tolerance_ratio(got["model"], ref["model"])
+            ok = ratio <= 1.0
+            note = f"worst entry ({key}) at {ratio:.2f} of the tolerance |diff| <= {TORCHRUN_ATOL:g} + " \
+                   f"{TORCHRUN_RTOL:g} |weight|"
         else:
             ok, note = False, f"checkpoints not found: {paths}"
     else:

@@ -1,4 +1,5 @@
 """Every --distill value through train_student.py, on pairs of different widths and depths."""
+import functools
 import os
 import re
 
@@ -30,9 +31,8 @@ NEEDS_EQUAL_WIDTHS = {"fsp": "FSP|fsp", "kdsvd": "kdsvd needs equal channel coun
 TWO_STAGE = ("abound", "factor", "fsp", "pad", "sskd")
 
 
-def calibrated_teacher(name):
-    """A random-weight teacher whose BN statistics come from data, so its features are O(1) in eval mode
-    as a trained teacher's are (default running stats let activations grow with depth)."""
+@functools.lru_cache(maxsize=None)
+def _calibrated_state(name):
     torch.manual_seed(0)
     model = build_model(name)
     for m in model.modules():
@@ -42,6 +42,15 @@ def calibrated_teacher(name):
     with torch.no_grad():
         for _ in range(2):
             model(torch.randn(16, 3, 32, 32))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def calibrated_teacher(name):
+    """A random-weight teacher whose BN statistics come from data, so its features are O(1) in eval mode
+    as a trained teacher's are (default running stats let activations grow with depth). Calibrated once per
+    architecture (the forwards cost more than the tests that use it), a fresh copy each call."""
+    model = build_model(name)
+    model.load_state_dict(_calibrated_state(name))
     return model.eval()
 
 
@@ -144,12 +153,14 @@ def method_outputs(d, model, batch, x, kind):
 def test_loss_decreases_on_a_fixed_batch(method):
     opt, data, teacher, student, d = _fixed_batch_setup(method, "resnet32x4", "resnet8x4")
     batch, x = method_batch(d, data)
+    # the teacher is fixed and so is the batch: its outputs once, not every step (most of the test's time)
+    with torch.no_grad():
+        out_t = method_outputs(d, teacher, batch, x, d.teacher_features)
     init = d.init_modules(student)
     if init is not None and method in ("abound", "fsp"):
         # the method's distillation happens in the init stage (RepDistiller): train that
         params = torch.nn.ModuleList(init).parameters()
-        loss_fn = lambda: d.init_loss(forward(student, x, d.student_features),  # noqa: E731
-                                      forward(teacher, x, d.teacher_features), batch)
+        loss_fn = lambda: d.init_loss(forward(student, x, d.student_features), out_t, batch)  # noqa: E731
         student.eval()
         lr = 0.002  # FSP/AB init losses are unnormalised (O(10)); 0.01 with momentum overshoots in 12 steps
     else:
@@ -160,15 +171,12 @@ def test_loss_decreases_on_a_fixed_batch(method):
             popt = torch.optim.SGD(torch.nn.ModuleList(init).parameters(), lr=0.01)
             for _ in range(3):
                 popt.zero_grad()
-                d.init_loss(forward(student, x, d.student_features),
-                            forward(teacher, x, d.teacher_features), batch).backward()
+                d.init_loss(forward(student, x, d.student_features), out_t, batch).backward()
                 popt.step()
         params = list(student.parameters()) + [p for m in d.trainable_modules() for p in m.parameters()]
         weights = {"ce": opt.gamma, "kl": opt.alpha, "kd": opt.beta}  # the method's recipe
 
         def loss_fn():
-            with torch.no_grad():
-                out_t = method_outputs(d, teacher, batch, x, d.teacher_features)
             terms = d.loss(method_outputs(d, student, batch, x, d.student_features), out_t, batch, 1)
             return sum(weights[k] * v for k, v in terms.items())
         student.train()
