@@ -72,6 +72,8 @@ class Scale:
     precision_epochs: int
     precision_trials: int
     flags: List[str] = field(default_factory=list)  # speed options of the (a)/(b) runs
+    trial_methods: Tuple[str, ...] = ("kd", "crd")  # section (b)
+    bench_methods: str = BENCHMARK_METHODS  # section (c)
 
 
 def scale_for(device: str, quick: bool) -> Scale:
@@ -84,7 +86,9 @@ def scale_for(device: str, quick: bool) -> Scale:
         return Scale(19200, 2560, "resnet56", "resnet20", 64, 16384, 4096, 30, 10, 1, 2, flags)
     flags = ["--amp"]  # bf16 on the CPU too; no compile (minutes per graph)
     if quick:
-        return Scale(200, 100, "resnet14", "resnet8", 32, 16, 128, 2, 1, 1, 1, flags)
+        # the plumbing only (CI runs it on 2 cores): the smallest teacher, and one method where the GPU run has several
+        return Scale(200, 50, "resnet8", "resnet8", 32, 16, 128, 2, 1, 1, 1, flags, trial_methods=("kd",),
+                     bench_methods="kd,crd")
     return Scale(2000, 500, "resnet14", "resnet8", 64, 256, 512, 5, 2, 1, 2, flags)
 
 
@@ -268,7 +272,7 @@ def section_methods(args, scale, data, teacher, work, env, report: Report) -> No
 
 def section_trials(args, scale, data, teacher, work, env, report: Report) -> None:
     jobs = []
-    for method in ("kd", "crd"):
+    for method in scale.trial_methods:
         save = os.path.join(work, "trials", method)
         cmd = python("train_student.py", "--dataset", "cifar100", "--data_root", data, "--save_dir", save,
                      "--device", args.device, "--epochs", "1", "--batch_size", str(scale.batch_size),
@@ -290,7 +294,7 @@ def section_benchmark(args, scale, data, work, env, report: Report) -> None:
     flags = ["--amp", "--compile"] if args.device == "cuda" else ["--amp"]
     cmd = python("scripts/benchmark.py", "--device", args.device, "--data_root", data, "--model_t",
                  "resnet56" if args.device == "cuda" else scale.teacher, "--model_s",
-                 "resnet20" if args.device == "cuda" else scale.student, "--methods", BENCHMARK_METHODS,
+                 "resnet20" if args.device == "cuda" else scale.student, "--methods", scale.bench_methods,
                  "--pipeline", "both", "--batch_size", str(scale.batch_size), "--warmup", str(scale.bench_warmup),
                  "--steps", str(scale.bench_steps), "--nce_k", str(scale.nce_k), "--num_workers",
                  "8" if args.device == "cuda" else "0", "--out", out, *flags)

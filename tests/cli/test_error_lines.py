@@ -142,7 +142,17 @@ def interrupt_mid_run(tmp_path, tiny_cifar, signum):
         pytest.fail(f"the run ended before it could be interrupted (status {proc.returncode}): "
                     f"{proc.stderr.read()[-2000:]}")
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        # the run went on: say how the child treated the signal (blocked, ignored, caught) and where it was
+        status = open(f"/proc/{proc.pid}/status").read()
+        masks = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+        dump = subprocess.run([os.path.join(os.path.dirname(sys.executable), "py-spy"), "dump", "--pid",
+                               str(proc.pid)], capture_output=True, text=True).stdout if os.path.exists(
+            os.path.join(os.path.dirname(sys.executable), "py-spy")) else ""
+        proc.kill()
+        pytest.fail(f"the run did not stop within 120 s of signal {signum}: {masks}\n{dump}")
     return proc.returncode, err, last
 
 
