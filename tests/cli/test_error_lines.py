@@ -132,8 +132,11 @@ def interrupt_mid_run(tmp_path, tiny_cifar, signum):
     argv = common_args(tiny_cifar, tmp_path, epochs=200) + ["--model", "resnet8"]
     env = {**os.environ, "PYTHONPATH": ROOT}
     env.pop("KD_DEBUG", None)
+    # SIGINT as a terminal would deliver it: a suite started in the background (`nohup ... &`) ignores SIGINT, and
+    # children inherit that, so the run would rightly go on (a shell's background jobs are meant to survive Ctrl-C)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_teacher.py")] + argv, cwd=str(tmp_path),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "models" / RUN_FOLDER / "resnet8_last.pth"
     deadline = time.monotonic() + 240  # a bound against a hang, not a timing assertion
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
