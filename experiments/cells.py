@@ -159,6 +159,16 @@ class TeacherSet:
         return values
 
 
+def teacher_script_run(argv: List[str], model: str, settings: Settings, where: str):
+    """A train_teacher.py command (a teacher, or a student trained alone) shortened to ``--epochs`` where asked:
+    ``(argv, its options, its run folder)``."""
+    opt = quiet_parse(parse_teacher_options, argv, where)
+    if settings.epochs is not None:
+        argv = scaled_epochs(argv, opt, settings.epochs)
+        opt = quiet_parse(parse_teacher_options, argv, where)
+    return argv, opt, os.path.join(opt.save_dir, "models", teacher_run_name(opt, block_depth_of(model, opt.block_depth)))
+
+
 def teacher_set(table: Table, arch: str, settings: Settings) -> TeacherSet:
     where = f"table '{table.name}', teacher {arch}"
     published = published_teacher_path(settings.save_dir, arch)
@@ -169,12 +179,9 @@ def teacher_set(table: Table, arch: str, settings: Settings) -> TeacherSet:
         argv = (["--model", arch, "--dataset", table.dataset] + list(table.flags) + list(table.teacher_flags)
                 + ["--trial", str(k), "--seed", str(k)] + common_flags(settings) + ["--resume", "auto"]
                 + list(settings.teacher_args))
-        opt = quiet_parse(parse_teacher_options, argv, where)
-        if settings.epochs is not None:
-            argv = scaled_epochs(argv, opt, settings.epochs)
-            opt = quiet_parse(parse_teacher_options, argv, where)
+        argv, opt, run_dir = teacher_script_run(argv, arch, settings, where)
         commands.append(argv)
-        run_dirs.append(os.path.join(opt.save_dir, "models", teacher_run_name(opt, block_depth_of(arch, opt.block_depth))))
+        run_dirs.append(run_dir)
         epochs = opt.epochs
         if k == 0:
             try:
@@ -251,12 +258,9 @@ def vanilla_cell(table: Table, row: Row, column: Column, settings: Settings, tri
         argv = (["--model", model, "--dataset", table.dataset] + list(table.flags) + list(table.vanilla_flags)
                 + ["--trial", str(k + 1), "--seed", str(k), "--data_seed", "0"] + common_flags(settings)
                 + ["--resume", "auto"] + list(settings.teacher_args))
-        opt = quiet_parse(parse_teacher_options, argv, where)
-        if settings.epochs is not None:
-            argv = scaled_epochs(argv, opt, settings.epochs)
-            opt = quiet_parse(parse_teacher_options, argv, where)
+        argv, opt, run_dir = teacher_script_run(argv, model, settings, where)
         commands.append(argv)
-        run_dirs.append(os.path.join(opt.save_dir, "models", teacher_run_name(opt, block_depth_of(model, opt.block_depth))))
+        run_dirs.append(run_dir)
         epochs = opt.epochs
     return Cell(table, row, column, "vanilla", TEACHER_SCRIPT, commands, run_dirs, epochs, model, trials)
 
