@@ -91,17 +91,15 @@ def stage_bns(teacher: nn.Module):
                          f"ReLUs, and the teacher ({type(teacher).__name__}) does not name them") from None
 
 
-def stage_margins(teacher: nn.Module, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    """Margins (1, C, 1, 1) for the teacher's deepest ``len(maps)`` stage maps, from its BNs before the ReLUs."""
-    bns, offsets = stage_bns(teacher)
-    if len(bns) < len(maps):
-        raise ValueError(f"--distill ofd: the teacher ({type(teacher).__name__}) names {len(bns)} BNs before its "
-                         f"stage ReLUs for {len(maps)} stage maps")
+def stage_margins(teacher_name: str, bns: Sequence[nn.Module], offsets: Sequence[int],
+                  maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Margins (1, C, 1, 1) for the teacher's stage maps ``maps``, one from each of ``bns`` (the BN before that
+    stage's ReLU, whose channels start at ``offsets``)."""
     margins = []
-    for bn, offset, fmap in zip(bns[-len(maps):], offsets[-len(maps):], maps):
+    for bn, offset, fmap in zip(bns, offsets, maps):
         if not isinstance(bn, nn.BatchNorm2d):
             raise ValueError(f"--distill ofd takes its margins from the BatchNorm before each of the teacher's stage "
-                             f"ReLUs; the teacher ({type(teacher).__name__}) ends its stages in {type(bn).__name__} "
+                             f"ReLUs; the teacher ({teacher_name}) ends its stages in {type(bn).__name__} "
                              f"blocks (re-parameterisable: several BNs summed, or fused into the conv); train it with "
                              f"--blocktype base, or use a teacher of another family")
         channels = int(fmap.shape[1])
@@ -135,11 +133,15 @@ class OFD(Distiller):
                                  f"{[tuple(f.shape[1:]) for f in maps]} are not maps")
         # the teacher's BNs limit the stages too: mdistiller's ImageNet ResNets name those of layer2..4 only, so
         # OFD distills their three deepest stages
-        n = min(len(s_maps), len(t_maps), len(stage_bns(ctx.teacher)[0]))
+        bns, offsets = stage_bns(ctx.teacher)
+        if not bns:
+            raise ValueError(f"--distill ofd: the teacher ({type(ctx.teacher).__name__}) names no BN before its "
+                             "stage ReLUs")
+        n = min(len(s_maps), len(t_maps), len(bns))
         s_maps, t_maps = s_maps[-n:], t_maps[-n:]
         self.stages = n
         self.connectors = nn.ModuleList(connector(int(s.shape[1]), int(t.shape[1])) for s, t in zip(s_maps, t_maps))
-        for i, margin in enumerate(stage_margins(ctx.teacher, t_maps)):
+        for i, margin in enumerate(stage_margins(type(ctx.teacher).__name__, bns[-n:], offsets[-n:], t_maps)):
             self.register_buffer(f"margin{i}", margin.to(ctx.device))
         self.stage_weights = [1.0 / 2 ** (n - 1 - i) for i in range(n)]
 
