@@ -377,6 +377,21 @@ def speed_note(header: Dict) -> str:
     return ", ".join(parts)
 
 
+def write_results(out: str, name: str, header: dict, rows: list, table: str) -> dict:
+    """The markdown table at ``out`` (a .md file, or a folder that gets ``name``.md) and ``name``.json beside it."""
+    md_path = out if out.endswith(".md") else os.path.join(out, f"{name}.md")
+    out_dir = os.path.dirname(os.path.abspath(md_path))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(md_path, "w") as f:
+        f.write(table)
+    json_path = os.path.join(out_dir, f"{name}.json")
+    with open(json_path, "w") as f:
+        json.dump({**header, "rows": rows}, f, indent=2)
+    print("\n" + table, flush=True)
+    print(f"wrote {md_path} and {json_path}", flush=True)
+    return {**header, "rows": rows, "markdown": md_path, "json": json_path}
+
+
 def markdown(rows: List[Dict], header: Dict) -> str:
     lines = [f"Device: {header['device_name']}; torch {header['torch']}, torchvision {header['torchvision']}; "
              f"{header['model_t']} -> {header['model_s']}, batch {header['batch_size']}, "
@@ -454,17 +469,7 @@ def main(argv=None):
               "data": data_note, "synthetic": data_note.startswith("synthetic"),
               "projection": f"{RECIPE_EPOCHS} * ceil({CIFAR_TRAIN} / batch_size) * ms_per_step"}
     table = markdown(rows, header)
-    md_path = args.out if args.out.endswith(".md") else os.path.join(args.out, "benchmark.md")
-    out_dir = os.path.dirname(os.path.abspath(md_path))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(md_path, "w") as f:
-        f.write(table)
-    json_path = os.path.join(out_dir, "benchmark.json")
-    with open(json_path, "w") as f:
-        json.dump({**header, "rows": rows}, f, indent=2)
-    print("\n" + table, flush=True)
-    print(f"wrote {md_path} and {json_path}", flush=True)
-    return {**header, "rows": rows, "markdown": md_path, "json": json_path}
+    return write_results(args.out, "benchmark", header, rows, table)
 
 
 # ---------------------------------------------------------------- ImageNet (--dataset imagenet)
@@ -591,17 +596,7 @@ def imagenet_main(args, device, argv):
         lines.append(f"| {r['row']} | {r['method']} | {r['pipeline']} | {r['ms_per_step']:.1f} | "
                      f"{r['images_per_s']:.1f} | {r['projected_hours']:.1f} |")
     table = "\n".join(lines) + "\n"
-    md_path = args.out if args.out.endswith(".md") else os.path.join(args.out, "benchmark_imagenet.md")
-    out_dir = os.path.dirname(os.path.abspath(md_path))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(md_path, "w") as f:
-        f.write(table)
-    json_path = os.path.join(out_dir, "benchmark_imagenet.json")
-    with open(json_path, "w") as f:
-        json.dump({**header, "rows": rows}, f, indent=2)
-    print("\n" + table, flush=True)
-    print(f"wrote {md_path} and {json_path}", flush=True)
-    return {**header, "rows": rows, "markdown": md_path, "json": json_path}
+    return write_results(args.out, "benchmark_imagenet", header, rows, table)
 
 
 if __name__ == "__main__":
