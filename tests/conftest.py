@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import engine.fit
 from dataset.cifar import write_cifar_format
 from models.multi_resnet import multi_resnet18_kd
 
@@ -113,3 +114,16 @@ def imagenet_args(data_root, save_dir, epochs=1, batch_size=4, crop=32):
     return ["--dataset", "imagenet", "--data_root", data_root, "--save_dir", str(save_dir), "--epochs", str(epochs),
             "--batch_size", str(batch_size), "--device", "cpu", "--crop_size", str(crop), "--num_workers", "0",
             "--test_batch_size", "8"]
+
+
+def interrupt_after_saves(monkeypatch, saves):
+    """Stop the run (as Ctrl-C would) right after its ``saves``-th checkpoint within an epoch."""
+    real, count = engine.fit.save_within_epoch, []
+
+    def save_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        count.append(1)
+        if len(count) == saves:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.fit, "save_within_epoch", save_then_stop)

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torchvision
 
-import engine.fit
 import train_student
 import train_teacher
 import validation
@@ -19,7 +18,7 @@ from assembly.options import parse_configurations
 from assembly.student import build_student_runs
 from helper.checkpoint import load_checkpoint
 from helper.logging import read_metrics
-from tests.conftest import imagenet_args
+from tests.conftest import imagenet_args, interrupt_after_saves
 from tests.spawn import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,18 +82,6 @@ def test_the_torchvision_file_name_names_the_teacher_and_loads_strictly(jpeg_ima
     loaded = plan.teacher.members[0].state_dict()
     for key, value in torch.load(resnet34_file, weights_only=True).items():
         assert torch.equal(loaded[key], value), key
-
-
-def interrupt_after_saves(monkeypatch, saves):
-    real, count = engine.fit.save_within_epoch, []
-
-    def save_then_stop(*args, **kwargs):
-        real(*args, **kwargs)
-        count.append(1)
-        if len(count) == saves:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine.fit, "save_within_epoch", save_then_stop)
 
 
 @pytest.mark.slow

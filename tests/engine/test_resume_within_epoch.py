@@ -8,22 +8,9 @@ import engine.fit
 import train_teacher
 from helper.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from helper.logging import read_metrics
-from tests.conftest import cpu_args
+from tests.conftest import cpu_args, interrupt_after_saves
 
 RUN = "resnet8_cifar100_lr_0.05_decay_0.0005_trial_0"
-
-
-def interrupt_after_saves(monkeypatch, saves):
-    """Stop the run (as Ctrl-C would) right after its ``saves``-th checkpoint within an epoch."""
-    real, count = engine.fit.save_within_epoch, []
-
-    def save_then_stop(*args, **kwargs):
-        real(*args, **kwargs)
-        count.append(1)
-        if len(count) == saves:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine.fit, "save_within_epoch", save_then_stop)
 
 
 @pytest.mark.slow
